@@ -1,0 +1,14 @@
+"""seg_project: a Detectron2 project for instance segmentation of cells.
+
+Importing the package registers the predefined datasets (cells_train, cells_val,
+cells_trainval, cells_test) for ``$DETECTRON2_DATASETS/cells``; configs re-register them for
+their own ``DATASETS.CELLS.ROOT`` (see :func:`seg_project.config.register_datasets_from_config`).
+"""
+
+from .config import add_seg_project_config, get_seg_project_cfg
+from .data import catalog as _catalog
+
+_catalog.register_cells_splits()
+
+__version__ = "0.1.0"
+__all__ = ["add_seg_project_config", "get_seg_project_cfg"]

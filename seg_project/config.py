@@ -1,0 +1,137 @@
+"""Config keys of seg_project and their resolution (epochs -> iterations, dataset roots)."""
+
+import logging
+import math
+
+from detectron2.config import CfgNode as CN
+
+__all__ = [
+    "add_seg_project_config",
+    "get_seg_project_cfg",
+    "register_datasets_from_config",
+    "resolve_epochs",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def add_seg_project_config(cfg):
+    """Add seg_project's keys (with their defaults) to a Detectron2 config, in place."""
+    _C = cfg
+
+    _C.DATASETS.CELLS = CN()
+    # Dataset root in the course layout (train/, test_release/, the mapping file);
+    # "" means $DETECTRON2_DATASETS/cells (default datasets/cells).
+    _C.DATASETS.CELLS.ROOT = ""
+    # Names of the classes of classN.tif, N = 1..K (K must equal MODEL.ROI_HEADS.NUM_CLASSES).
+    _C.DATASETS.CELLS.CLASS_NAMES = ["class1", "class2", "class3", "class4"]
+    # Share of the train/ folders held out as cells_val.
+    _C.DATASETS.CELLS.VAL_FRACTION = 0.2
+    # Seed of the train/val split (same folders, fraction and seed give the same split).
+    _C.DATASETS.CELLS.SPLIT_SEED = 0
+    # A text file of validation folder names, or an earlier run's cells_split.json; overrides
+    # VAL_FRACTION and SPLIT_SEED when set.
+    _C.DATASETS.CELLS.VAL_LIST = ""
+    # Where converted dataset records are cached; "" means $SEG_PROJECT_CACHE or
+    # ~/.cache/seg_project, "off" disables the cache.
+    _C.DATASETS.CELLS.CACHE_DIR = ""
+
+    # Probability of a vertical flip in training (cells have no up and down); 0 disables it.
+    _C.INPUT.VFLIP_PROB = 0.5
+    # Drop ground-truth instances with fewer pixels than this in training (the reader keeps
+    # every instance; 2-3 pixel specks of some datasets are unlearnable noise).
+    _C.INPUT.MIN_INSTANCE_AREA = 0
+
+    # Train for this many epochs; 0 keeps MAX_ITER, STEPS, EVAL_PERIOD and CHECKPOINT_PERIOD
+    # as given (in iterations).
+    _C.SOLVER.EPOCHS = 0
+    # With EPOCHS: the LR is multiplied by GAMMA at these fractions of training
+    # (empty: constant LR).
+    _C.SOLVER.STEP_FRACTIONS = (0.8, 0.9)
+    # With EPOCHS: write a checkpoint every this many epochs.
+    _C.SOLVER.CHECKPOINT_EVERY_EPOCHS = 1
+    # Periodic checkpoints kept on disk (model_best.pth and model_final.pth are always kept).
+    _C.SOLVER.CHECKPOINTS_TO_KEEP = 3
+    # Resolved, not set by users: iterations per epoch, ceil(train images / IMS_PER_BATCH).
+    _C.SOLVER.ITERS_PER_EPOCH = 0
+    # AMP on a CPU (Detectron2's AMP is CUDA-only): "bfloat16" autocast, or "float32" to
+    # train in full precision. On CUDA, AMP always means float16 with a grad scaler.
+    _C.SOLVER.AMP.CPU_DTYPE = "bfloat16"
+
+    # With SOLVER.EPOCHS: evaluate every this many epochs (and after the last iteration).
+    _C.TEST.EVAL_EVERY_EPOCHS = 1
+    # The evaluation metric that picks model_best.pth.
+    _C.TEST.BEST_METRIC = "segm/AP50"
+    # "max" if a larger BEST_METRIC is better, "min" otherwise.
+    _C.TEST.BEST_METRIC_MODE = "max"
+    # Stop after this many evaluations in a row without a better BEST_METRIC (0: never).
+    _C.TEST.EARLY_STOP_PATIENCE = 0
+    # Use faster-coco-eval's COCOeval_faster (same stats as pycocotools, 2-3x faster).
+    _C.TEST.FAST_COCO_EVAL = True
+
+
+def get_seg_project_cfg():
+    """A Detectron2 default config with seg_project's keys added."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_seg_project_config(cfg)
+    return cfg
+
+
+def register_datasets_from_config(cfg) -> None:
+    """(Re-)register the predefined cells_* datasets for the root, classes and split of
+    ``cfg.DATASETS.CELLS``."""
+    from .data.catalog import register_cells_splits
+
+    cells = cfg.DATASETS.CELLS
+    cache = cells.CACHE_DIR
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if len(cells.CLASS_NAMES) != num_classes:
+        raise ValueError(
+            f"DATASETS.CELLS.CLASS_NAMES has {len(cells.CLASS_NAMES)} names but "
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}"
+        )
+    register_cells_splits(
+        cells.ROOT or None,
+        class_names=list(cells.CLASS_NAMES),
+        val_fraction=cells.VAL_FRACTION,
+        seed=cells.SPLIT_SEED,
+        val_list=cells.VAL_LIST or None,
+        cache_dir=False if cache == "off" else (cache or None),
+    )
+
+
+def resolve_epochs(cfg, num_train_images: int) -> None:
+    """Turn ``SOLVER.EPOCHS`` into iterations, in place (``cfg`` must not be frozen).
+
+    With ``SOLVER.EPOCHS > 0``: ``ITERS_PER_EPOCH = ceil(num_train_images / IMS_PER_BATCH)``,
+    ``MAX_ITER = EPOCHS * ITERS_PER_EPOCH``, ``STEPS`` from ``STEP_FRACTIONS``, and
+    ``TEST.EVAL_PERIOD`` / ``SOLVER.CHECKPOINT_PERIOD`` every N epochs. With ``EPOCHS == 0``
+    nothing changes (plain iteration configs), except that ``ITERS_PER_EPOCH`` is recorded.
+    """
+    if num_train_images <= 0:
+        raise ValueError("cannot resolve epochs: the training set is empty")
+    solver = cfg.SOLVER
+    iters_per_epoch = math.ceil(num_train_images / solver.IMS_PER_BATCH)
+    solver.ITERS_PER_EPOCH = iters_per_epoch
+    if solver.EPOCHS <= 0:
+        logger.info(f"{num_train_images} training images, {iters_per_epoch} iterations per "
+                    f"epoch; MAX_ITER {solver.MAX_ITER} is "
+                    f"{solver.MAX_ITER / iters_per_epoch:.2f} epochs")
+        return
+    for fraction in solver.STEP_FRACTIONS:
+        if not 0 < fraction < 1:
+            raise ValueError(f"SOLVER.STEP_FRACTIONS must lie in (0, 1), got {fraction}")
+    solver.MAX_ITER = solver.EPOCHS * iters_per_epoch
+    solver.STEPS = tuple(sorted({max(1, round(f * solver.MAX_ITER))
+                                 for f in solver.STEP_FRACTIONS}))
+    solver.CHECKPOINT_PERIOD = max(1, solver.CHECKPOINT_EVERY_EPOCHS) * iters_per_epoch
+    cfg.TEST.EVAL_PERIOD = max(1, cfg.TEST.EVAL_EVERY_EPOCHS) * iters_per_epoch
+    solver.WARMUP_ITERS = min(solver.WARMUP_ITERS, solver.MAX_ITER)
+    logger.info(
+        f"Epochs resolved: {solver.EPOCHS} epochs x {iters_per_epoch} iterations "
+        f"({num_train_images} images / batch {solver.IMS_PER_BATCH}) = MAX_ITER "
+        f"{solver.MAX_ITER}; LR steps at {list(solver.STEPS)}; evaluation every "
+        f"{cfg.TEST.EVAL_PERIOD} and checkpoint every {solver.CHECKPOINT_PERIOD} iterations"
+    )

@@ -1,0 +1,225 @@
+"""Detectron2 catalog entries for datasets in the course layout.
+
+``register_cells`` registers one split; ``register_cells_splits`` registers the predefined
+ones of a dataset root::
+
+    <root>/train/<name>/image.tif, classN.tif     -> cells_train, cells_val (a split of train/),
+                                                     cells_trainval (all of train/)
+    <root>/test_release/*.tif                     -> cells_test (ids from the mapping file)
+    <root>/test_image_name_to_ids.json
+
+Importing :mod:`seg_project` registers them for ``$DETECTRON2_DATASETS/cells`` (default
+``datasets/cells``); ``seg_project.config.register_datasets_from_config`` re-registers them
+for the root, validation fraction and seed of a config.
+"""
+
+import colorsys
+import json
+import os
+import random
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .image_io import DatasetError
+from .reader import load_annotated_split, load_test_images
+
+__all__ = [
+    "DEFAULT_CLASS_NAMES",
+    "PREDEFINED_SPLITS",
+    "default_root",
+    "distinct_colors",
+    "split_train_val",
+    "register_cells",
+    "register_cells_splits",
+    "write_split_file",
+]
+
+DEFAULT_CLASS_NAMES = ("class1", "class2", "class3", "class4")
+PREDEFINED_SPLITS = ("cells_train", "cells_val", "cells_trainval", "cells_test")
+TRAIN_DIR = "train"
+TEST_DIR = "test_release"
+MAPPING_FILE = "test_image_name_to_ids.json"
+# Well-separated colors for the first classes (red, green, blue, orange); more are spread
+# over the hue circle.
+_BASE_COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48)]
+
+
+def default_root() -> str:
+    """The dataset root used when no config names one: ``$DETECTRON2_DATASETS/cells``."""
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "cells")
+
+
+def distinct_colors(count: int) -> List[List[int]]:
+    """``count`` distinct RGB colors (0..255), the first four from a fixed palette."""
+    colors = [list(c) for c in _BASE_COLORS[:count]]
+    extra = count - len(colors)
+    for i in range(extra):
+        r, g, b = colorsys.hsv_to_rgb((i / extra + 0.13) % 1.0, 0.75, 0.95)
+        colors.append([int(r * 255), int(g * 255), int(b * 255)])
+    return colors
+
+
+def _read_name_list(list_file: Path) -> List[str]:
+    """Validation folder names from a text file (one per line, # comments) or from the
+    ``cells_split.json`` of an earlier run (its ``val_names``)."""
+    if not list_file.is_file():
+        raise DatasetError(list_file, "validation list file not found")
+    text = list_file.read_text(encoding="utf-8")
+    if list_file.suffix.lower() == ".json":
+        try:
+            names = json.loads(text)["val_names"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DatasetError(list_file, f"not a cells_split.json with val_names: {e}") from e
+    else:
+        names = [line.strip() for line in text.splitlines()
+                 if line.strip() and not line.strip().startswith("#")]
+    if len(set(names)) != len(names):
+        raise DatasetError(list_file, "repeats a name")
+    return names
+
+
+def split_train_val(
+    train_dir, val_fraction: float = 0.2, seed: int = 0, val_list: Optional[str] = None
+) -> Dict[str, List[str]]:
+    """Split the folder names of ``train_dir`` into train and validation, deterministically.
+
+    Args:
+        train_dir: the folder of annotated ``<name>/`` folders.
+        val_fraction: share of the folders that go to validation (at least one when > 0 and
+            there are two or more folders).
+        seed: shuffling seed; the same names, fraction and seed give the same split.
+        val_list: optional text file of validation folder names (one per line); overrides
+            ``val_fraction`` and ``seed``.
+
+    Returns:
+        dict: ``{"train": [...], "val": [...]}`` (sorted names).
+
+    Raises:
+        DatasetError: a missing folder, a list naming unknown folders, or a bad fraction.
+    """
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        raise DatasetError(train_dir, "dataset folder not found")
+    names = sorted(p.name for p in train_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith("."))
+    if val_list:
+        val = _read_name_list(Path(val_list))
+        unknown = sorted(set(val) - set(names))
+        if unknown:
+            raise DatasetError(val_list, f"names folders not in {train_dir}: "
+                                         f"{', '.join(unknown[:10])}")
+    else:
+        if not 0.0 <= val_fraction < 1.0:
+            raise DatasetError(train_dir, f"validation fraction must be in [0, 1), got "
+                                          f"{val_fraction}")
+        shuffled = list(names)
+        random.Random(seed).shuffle(shuffled)
+        count = round(len(names) * val_fraction)
+        if val_fraction > 0 and len(names) >= 2:
+            count = min(max(count, 1), len(names) - 1)
+        val = shuffled[:count]
+    val_set = set(val)
+    return {"train": [n for n in names if n not in val_set], "val": sorted(val_set)}
+
+
+def register_cells(
+    name: str,
+    image_root,
+    *,
+    names: Optional[Sequence[str]] = None,
+    mapping_file=None,
+    annotated: bool = True,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    cache_dir=None,
+    split: Optional[Dict] = None,
+) -> None:
+    """Register one dataset in the course layout with Detectron2's catalogs.
+
+    Args:
+        name: the dataset name, e.g. "cells_train".
+        image_root: for annotated data the folder of ``<name>/`` folders; for test data the
+            folder of images.
+        names: annotated folder names to use (default: all); a callable returning them is
+            also accepted, so a split can be computed when the data is first loaded.
+        mapping_file: test data only: ``test_image_name_to_ids.json`` giving ``image_id``s.
+        annotated: whether the split has masks (train/val) or only images (test).
+        class_names: the K class names; class file ``classN.tif`` is class ``class_names[N-1]``.
+        cache_dir: conversion cache folder (None: default, False: off).
+        split: how ``names`` were chosen (stored in the metadata and the run's split file).
+    """
+    class_names = list(class_names)
+
+    def load():
+        if not annotated:
+            return load_test_images(image_root, mapping_file)
+        chosen = names() if callable(names) else names
+        return load_annotated_split(image_root, len(class_names), chosen, cache_dir)
+
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(
+        thing_classes=class_names,
+        thing_colors=distinct_colors(len(class_names)),
+        # The course's category ids are 1..K; the model's are 0..K-1.
+        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(class_names))},
+        evaluator_type="coco" if annotated else "none",
+        image_root=str(image_root),
+        mapping_file=str(mapping_file) if mapping_file else "",
+        split=dict(split or {}),
+    )
+
+
+def register_cells_splits(
+    root=None,
+    *,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    val_list: Optional[str] = None,
+    cache_dir=None,
+) -> None:
+    """Register ``cells_train``, ``cells_val``, ``cells_trainval`` and ``cells_test`` of a root.
+
+    Nothing is read now: folders are listed and split when a dataset is first loaded, so this
+    is safe to call for a root that does not exist yet.
+    """
+    root = Path(root or default_root())
+    train_dir = root / TRAIN_DIR
+    split = {"root": str(root), "val_fraction": val_fraction, "seed": seed,
+             "val_list": val_list or ""}
+
+    def names_of(part):
+        return lambda: split_train_val(train_dir, val_fraction, seed, val_list)[part]
+
+    common = dict(class_names=class_names, cache_dir=cache_dir)
+    register_cells("cells_train", train_dir, names=names_of("train"), split=split, **common)
+    register_cells("cells_val", train_dir, names=names_of("val"), split=split, **common)
+    register_cells("cells_trainval", train_dir, split=split, **common)
+    mapping = root / MAPPING_FILE
+    register_cells("cells_test", root / TEST_DIR, annotated=False,
+                   mapping_file=mapping if mapping.exists() else None, **common)
+
+
+def write_split_file(output_dir, dataset_names: Sequence[str]) -> Optional[Path]:
+    """Write ``cells_split.json`` (which folders each registered split uses) to
+    ``output_dir`` so a run can be reproduced; returns its path, or None if no dataset
+    came from a split."""
+    out = {}
+    for name in dataset_names:
+        split = MetadataCatalog.get(name).get("split", None)
+        if not split:
+            continue
+        parts = split_train_val(Path(split["root"]) / TRAIN_DIR, split["val_fraction"],
+                                split["seed"], split["val_list"] or None)
+        out["split"] = split
+        out.update({f"{part}_names": names for part, names in parts.items()})
+    if not out:
+        return None
+    path = Path(output_dir) / "cells_split.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return path

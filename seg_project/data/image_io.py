@@ -1,0 +1,201 @@
+"""Reading images and instance masks of the course layout, with clear errors.
+
+Images become ``HxWx3`` ``uint8`` RGB arrays, whatever the file holds:
+
+- RGBA (the course's LZW TIFFs): the alpha channel is dropped (the course's alpha is a
+  constant 255; color values are used as stored, not composited).
+- gray (2-D or one channel) is repeated to three channels; gray + alpha drops the alpha.
+- ``uint8`` is used as is. Wider data (``uint16``, other integers, floats) whose values all lie
+  in 0..255 is cast; otherwise the image's 0.1st..99.9th percentile range (over all channels,
+  so colors keep their balance) is stretched linearly to 0..255. Floats within 0..1 are
+  scaled by 255. (Detectron2's PIL path clips 16-bit data to 255, which turns most
+  microscopy images white, and cannot open float TIFFs at all.)
+
+Masks are single-channel arrays of whole, non-negative instance ids (0 = background) of any
+integer or float dtype; they are returned as ``int32`` (``int64`` if the ids need it).
+"""
+
+import os
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+__all__ = [
+    "DatasetError",
+    "IMAGE_EXTENSIONS",
+    "read_array",
+    "read_image",
+    "read_mask",
+    "read_image_size",
+    "to_rgb_uint8",
+]
+
+# Files that the image reader accepts (TIFF through tifffile, the others through OpenCV).
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+
+
+class DatasetError(ValueError):
+    """Bad input data. The message starts with the offending file and says what is wrong."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise DatasetError(path, "file not found")
+    if not path.is_file():
+        raise DatasetError(path, "is not a file")
+    if os.path.getsize(path) == 0:
+        raise DatasetError(path, "is empty (0 bytes)")
+
+
+def read_array(path) -> np.ndarray:
+    """Read the first image of a TIFF (or PNG/JPEG/BMP) file as stored.
+
+    Raises:
+        DatasetError: the file is missing, empty, corrupt, or not a readable image.
+    """
+    import tifffile
+
+    path = Path(path)
+    _require_file(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise DatasetError(path, "TIFF holds no image")
+                return tif.pages[0].asarray()
+        except DatasetError:
+            raise
+        except Exception as e:  # tifffile raises many types for broken files
+            detail = f"{type(e).__name__}: {e}"
+            if "imagecodecs" in str(e):
+                detail += " (install the imagecodecs package to decode compressed TIFFs)"
+            raise DatasetError(path, f"cannot read TIFF (corrupt or not a TIFF): {detail}") from e
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise DatasetError(path, "cannot read image (corrupt or unsupported format)")
+    if array.ndim == 3 and array.shape[2] >= 3:  # OpenCV reads BGR(A)
+        array = array[..., [2, 1, 0] + list(range(3, array.shape[2]))]
+    return array
+
+
+def read_image_size(path) -> Tuple[int, int]:
+    """Return ``(height, width)`` of an image file, reading only the TIFF header if it can.
+
+    Raises:
+        DatasetError: the file is missing or unreadable.
+    """
+    import tifffile
+
+    path = Path(path)
+    _require_file(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        except Exception as e:
+            raise DatasetError(path, f"cannot read TIFF (corrupt or not a TIFF): {e}") from e
+    return tuple(read_array(path).shape[:2])
+
+
+def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
+    data = array.astype(np.float32)
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(data.min()), float(data.max())
+    if lo >= 0 and hi <= 255 and (np.issubdtype(array.dtype, np.integer) or hi > 1):
+        return data.astype(np.uint8)
+    if lo >= 0 and hi <= 1 and np.issubdtype(array.dtype, np.floating):
+        return np.round(data * 255).astype(np.uint8)
+    lo, hi = np.percentile(data, [0.1, 99.9])
+    if hi <= lo:
+        return np.zeros(data.shape, np.uint8)
+    return np.round(np.clip((data - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def to_rgb_uint8(array: np.ndarray, path="<array>") -> np.ndarray:
+    """Convert an image array (gray, gray+alpha, RGB, RGBA; any dtype) to ``HxWx3 uint8``.
+
+    See the module docstring for what happens to alpha and to 16-bit or float data.
+
+    Raises:
+        DatasetError: the array has a shape no image has.
+    """
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 2:
+        array = np.repeat(array[..., :1], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] in (3, 4):
+        array = array[..., :3]
+    else:
+        raise DatasetError(path, f"unsupported image shape {array.shape} (expected HxW, HxWx3 "
+                                 "or HxWx4)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DatasetError(path, f"image has no pixels (shape {array.shape})")
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype != np.uint8:
+        array = _stretch_to_uint8(array)
+    return np.ascontiguousarray(array)
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as an ``HxWx3 uint8`` RGB array (see the module docstring).
+
+    Raises:
+        DatasetError: missing, empty, corrupt or unsupported file.
+    """
+    return to_rgb_uint8(read_array(path), path)
+
+
+def read_mask(path) -> np.ndarray:
+    """Read an instance-id mask and check it.
+
+    Returns:
+        np.ndarray: 2-D ``int32`` array (``int64`` when the ids exceed int32) of instance ids,
+        0 being background.
+
+    Raises:
+        DatasetError: unreadable file, multi-channel mask, or values that are negative, NaN,
+            infinite or not whole numbers.
+    """
+    mask = read_array(path)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise DatasetError(
+            path, f"mask must be single-channel, but has shape {mask.shape} (multi-channel)"
+        )
+    if mask.dtype == bool:
+        return mask.astype(np.int32)
+    if np.issubdtype(mask.dtype, np.floating):
+        finite = np.isfinite(mask)
+        if not finite.all():
+            bad = "NaN" if np.isnan(mask).any() else "infinite"
+            raise DatasetError(path, f"mask holds {bad} values; instance ids must be whole "
+                                     "numbers >= 0")
+        if mask.size and mask.min() < 0:
+            raise DatasetError(path, f"mask holds negative values (min {mask.min():g}); "
+                                     "instance ids must be whole numbers >= 0")
+        if not np.array_equal(mask, np.floor(mask)):
+            frac = mask[mask != np.floor(mask)]
+            raise DatasetError(path, f"mask holds values that are not whole numbers (e.g. "
+                                     f"{frac.flat[0]:g}); instance ids must be whole numbers")
+    elif not np.issubdtype(mask.dtype, np.integer):
+        raise DatasetError(path, f"mask has unsupported dtype {mask.dtype}")
+    elif mask.size and np.issubdtype(mask.dtype, np.signedinteger) and mask.min() < 0:
+        raise DatasetError(path, f"mask holds negative values (min {mask.min()}); instance ids "
+                                 "must be whole numbers >= 0")
+    top = mask.max() if mask.size else 0
+    return mask.astype(np.int32 if top <= np.iinfo(np.int32).max else np.int64, copy=False)

@@ -1,0 +1,324 @@
+"""The one reader of the course layout: folders of TIFFs -> Detectron2 dataset dicts.
+
+Annotated folders (``train/<name>/``) hold ``image.tif`` and one ``classN.tif`` per class
+present; every distinct non-zero value of a class file is one instance of class N (ids may
+repeat across class files: an instance is a (class, id) pair). Test folders hold images named
+in ``test_image_name_to_ids.json``.
+
+Conversion works per instance on its bounding box (``scipy.ndimage.find_objects``) and encodes
+masks with :mod:`seg_project.data.rle`; converted records are cached (see
+:mod:`seg_project.data.cache`) keyed on the source files' paths, sizes and mtimes.
+"""
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .cache import ConversionCache, folder_signature
+from .image_io import IMAGE_EXTENSIONS, DatasetError, read_image, read_image_size, read_mask
+from .rle import encode_crops
+
+__all__ = [
+    "CLASS_FILE_RE",
+    "IMAGE_FILE",
+    "stable_image_id",
+    "read_annotated_folder",
+    "load_annotated_split",
+    "load_mapping",
+    "load_test_images",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_FILE = "image.tif"
+CLASS_FILE_RE = re.compile(r"^class(\d+)\.tif$")
+# Bumped whenever the records this module produces change, so old caches are not reused.
+READER_VERSION = 1
+# Above this many ids per pixel, find_objects' per-id table would be wasteful: relabel first.
+_SPARSE_ID_FACTOR = 4
+
+
+def stable_image_id(name: str) -> int:
+    """A positive int32 derived from an image's folder name (stable across runs and splits)."""
+    return int(hashlib.sha1(name.encode("utf-8")).hexdigest()[:8], 16) % (2**31 - 1) + 1
+
+
+def _class_files(folder: Path, num_classes: int) -> Dict[int, Path]:
+    """Map class number N -> ``classN.tif`` path, checking every other TIFF's name."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.name == IMAGE_FILE or path.suffix.lower() not in (".tif", ".tiff"):
+            continue  # non-TIFF side files (notes, thumbnails) are not ours to judge
+        match = CLASS_FILE_RE.match(path.name)
+        if not match:
+            raise DatasetError(path, f"unexpected TIFF name: mask files must be named classN.tif "
+                                     f"with N in 1..{num_classes}")
+        number = int(match.group(1))
+        if not 1 <= number <= num_classes:
+            raise DatasetError(path, f"class number {number} is outside 1..{num_classes}")
+        found[number] = path
+    return found
+
+
+def _instances_of_mask(mask: np.ndarray):
+    """Yield ``(crop, x0, y0)`` for every instance id of ``mask``, in increasing id order."""
+    top = int(mask.max()) if mask.size else 0
+    if top == 0:
+        return
+    labels = mask
+    if top > _SPARSE_ID_FACTOR * mask.size:
+        # Sparse, huge ids: relabel to 1..n (0 stays background, order stays increasing).
+        ids, inverse = np.unique(mask, return_inverse=True)
+        labels = (inverse.reshape(mask.shape) + (0 if ids[0] == 0 else 1)).astype(np.int32)
+    for index, box in enumerate(ndimage.find_objects(labels)):
+        if box is None:
+            continue
+        crop = labels[box] == index + 1
+        yield crop, box[1].start, box[0].start
+
+
+def read_annotated_folder(folder, num_classes: int, image_id: Optional[int] = None) -> Dict:
+    """Convert one annotated folder to a Detectron2 dataset dict.
+
+    Args:
+        folder: the folder holding ``image.tif`` and ``classN.tif`` files.
+        num_classes: K; class files must be numbered 1..K.
+        image_id: the dict's ``image_id``; default :func:`stable_image_id` of the folder name.
+
+    Returns:
+        dict: ``file_name``, ``image_id``, ``height``, ``width``, ``annotations`` (each with a
+        compressed RLE ``segmentation`` whose counts are ``str``, a tight ``bbox`` in
+        ``BoxMode.XYWH_ABS``, ``category_id`` N-1, ``area`` and ``iscrowd`` 0).
+
+    Raises:
+        DatasetError: naming the file and the problem (missing or corrupt image, badly named
+            or numbered class file, mask of the wrong size or with invalid values).
+    """
+    from detectron2.structures import BoxMode
+
+    folder = Path(folder)
+    image_path = folder / IMAGE_FILE
+    if not image_path.is_file():
+        raise DatasetError(image_path, "missing: every annotated folder needs an image.tif")
+    height, width = read_image(image_path).shape[:2]  # decodes it all: corrupt data fails here
+    annotations = []
+    for number, mask_path in _class_files(folder, num_classes).items():
+        mask = read_mask(mask_path)
+        if mask.shape != (height, width):
+            raise DatasetError(mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but "
+                                          f"{IMAGE_FILE} is {height}x{width}")
+        crops = list(_instances_of_mask(mask))
+        for (crop, x0, y0), rle in zip(crops, encode_crops(crops, height, width)):
+            h, w = crop.shape
+            annotations.append({
+                "bbox": [int(x0), int(y0), int(w), int(h)],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": number - 1,
+                "segmentation": rle,
+                "area": int(crop.sum()),
+                "iscrowd": 0,
+            })
+    return {
+        "file_name": str(image_path),
+        "image_id": stable_image_id(folder.name) if image_id is None else image_id,
+        "height": int(height),
+        "width": int(width),
+        "annotations": annotations,
+    }
+
+
+def _annotated_folders(split_dir: Path, names: Optional[Sequence[str]]) -> List[Path]:
+    if not split_dir.is_dir():
+        raise DatasetError(split_dir, "dataset folder not found")
+    present = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if names is None:
+        chosen = [present[n] for n in sorted(present)]
+    else:
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise DatasetError(split_dir, f"the split names folders that do not exist: "
+                                          f"{', '.join(missing[:10])}")
+        chosen = [present[n] for n in names]
+    if not chosen:
+        raise DatasetError(split_dir, "empty split: no image folders to load")
+    return chosen
+
+
+def load_annotated_split(
+    split_dir,
+    num_classes: int,
+    names: Optional[Sequence[str]] = None,
+    cache_dir=None,
+) -> List[Dict]:
+    """Load a folder of annotated image folders (e.g. ``<root>/train``) as dataset dicts.
+
+    Args:
+        split_dir: the folder of ``<name>/`` subfolders.
+        num_classes: K, the number of classes.
+        names: the subfolder names to load (in this order); default: all, sorted.
+        cache_dir: where converted records are cached (default: ``$SEG_PROJECT_CACHE`` or
+            ``~/.cache/seg_project``); ``False`` disables the cache.
+
+    Returns:
+        list[dict]: one dict per folder, see :func:`read_annotated_folder`.
+
+    Raises:
+        DatasetError: a missing or empty split, or any bad file inside it.
+    """
+    split_dir = Path(split_dir).resolve()
+    folders = _annotated_folders(split_dir, names)
+    cache = ConversionCache.for_source(split_dir, cache_dir, version=(READER_VERSION, num_classes))
+    records = []
+    for folder in folders:
+        signature = folder_signature(folder)
+        record = cache.get(folder.name, signature)
+        if record is None:
+            record = read_annotated_folder(folder, num_classes)
+            cache.put(folder.name, signature, record)
+        records.append(record)
+    cache.save()
+    ids = {}
+    for record in records:
+        other = ids.setdefault(record["image_id"], record["file_name"])
+        if other != record["file_name"]:
+            raise DatasetError(record["file_name"], f"image_id {record['image_id']} collides "
+                                                    f"with {other}; rename one folder")
+    return records
+
+
+def load_mapping(mapping_path) -> List[Dict]:
+    """Read and check ``test_image_name_to_ids.json``.
+
+    Returns:
+        list[dict]: the entries, each with ``file_name`` (str), ``id``, ``height`` and
+        ``width`` (positive ints).
+
+    Raises:
+        DatasetError: unreadable JSON, wrong structure, or a repeated id or file name.
+    """
+    mapping_path = Path(mapping_path)
+    if not mapping_path.is_file():
+        raise DatasetError(mapping_path, "mapping file not found")
+    try:
+        entries = json.loads(mapping_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DatasetError(mapping_path, f"not valid JSON: {e}") from e
+    if not isinstance(entries, list) or not entries:
+        raise DatasetError(mapping_path, "must be a non-empty JSON list of "
+                                         '{"file_name", "id", "height", "width"} objects')
+    seen_ids, seen_names = {}, {}
+    for index, entry in enumerate(entries):
+        where = f"entry {index}"
+        if not isinstance(entry, dict) or not {"file_name", "id", "height", "width"} <= set(entry):
+            raise DatasetError(mapping_path, f"{where} needs file_name, id, height and width: "
+                                             f"{entry!r}")
+        if not isinstance(entry["file_name"], str) or not entry["file_name"]:
+            raise DatasetError(mapping_path, f"{where}: file_name must be a non-empty string")
+        for key in ("id", "height", "width"):
+            value = entry[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (
+                0 if key == "id" else 1
+            ):
+                raise DatasetError(mapping_path, f"{where} ({entry['file_name']}): {key} must "
+                                                 f"be a positive integer, got {value!r}")
+        if entry["id"] in seen_ids:
+            raise DatasetError(mapping_path, f"id {entry['id']} is repeated ({entry['file_name']}"
+                                             f" and {seen_ids[entry['id']]})")
+        if entry["file_name"] in seen_names:
+            raise DatasetError(mapping_path, f"file name {entry['file_name']} is repeated "
+                                             f"(ids {seen_names[entry['file_name']]} and "
+                                             f"{entry['id']})")
+        seen_ids[entry["id"]] = entry["file_name"]
+        seen_names[entry["file_name"]] = entry["id"]
+    return entries
+
+
+def _image_files(image_dir: Path) -> List[Path]:
+    return sorted(p for p in image_dir.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
+def load_test_images(image_dir, mapping_file=None) -> List[Dict]:
+    """Dataset dicts (no annotations) for a folder of test images.
+
+    With a mapping file, ``image_id`` is each entry's ``id``; every entry's file must exist with
+    the listed size, and every image of the folder must be listed. Without one, the folder's
+    images get ids 1..n in sorted name order (each dict then says ``"id_source": "sorted"``).
+
+    Raises:
+        DatasetError: a missing folder, no images, or any disagreement with the mapping file.
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise DatasetError(image_dir, "test image folder not found")
+    files = _image_files(image_dir)
+    if mapping_file is None:
+        if not files:
+            raise DatasetError(image_dir, "empty split: no image files "
+                                          f"({', '.join(IMAGE_EXTENSIONS)})")
+        records = []
+        for index, path in enumerate(files, start=1):
+            height, width = read_image_size(path)
+            records.append({"file_name": str(path), "image_id": index, "height": height,
+                            "width": width, "id_source": "sorted"})
+        return records
+    mapping_file = Path(mapping_file)
+    entries = load_mapping(mapping_file)
+    listed = {entry["file_name"] for entry in entries}
+    unlisted = [p for p in files if p.name not in listed]
+    if unlisted:
+        raise DatasetError(mapping_file, f"misses {len(unlisted)} image(s) of {image_dir}: "
+                                         f"{', '.join(p.name for p in unlisted[:10])}")
+    records = []
+    for entry in entries:
+        path = image_dir / entry["file_name"]
+        if not path.is_file():
+            raise DatasetError(path, f"listed in {mapping_file.name} (id {entry['id']}) but "
+                                     "the file is missing")
+        height, width = read_image_size(path)
+        if (height, width) != (entry["height"], entry["width"]):
+            raise DatasetError(path, f"is {height}x{width} but {mapping_file.name} says "
+                                     f"{entry['height']}x{entry['width']} (id {entry['id']})")
+        records.append({"file_name": str(path), "image_id": entry["id"], "height": height,
+                        "width": width})
+    return records
+
+
+def summarize(records: Sequence[Dict], class_names: Sequence[str]) -> Dict:
+    """Statistics of annotated records: images, instances per class and per image, sizes,
+    and the names of images without any instance (valid negatives)."""
+    per_class = {name: 0 for name in class_names}
+    per_image = []
+    empty = []
+    for record in records:
+        annotations = record.get("annotations", [])
+        per_image.append(len(annotations))
+        if not annotations:
+            empty.append(Path(record["file_name"]).parent.name)
+        for ann in annotations:
+            per_class[class_names[ann["category_id"]]] += 1
+    heights = [r["height"] for r in records]
+    widths = [r["width"] for r in records]
+    return {
+        "images": len(records),
+        "instances": int(sum(per_image)),
+        "instances_per_class": per_class,
+        "instances_per_image": {
+            "min": int(min(per_image)) if per_image else 0,
+            "median": float(np.median(per_image)) if per_image else 0.0,
+            "max": int(max(per_image)) if per_image else 0,
+        },
+        "image_size": {
+            "height": {"min": min(heights, default=0), "max": max(heights, default=0)},
+            "width": {"min": min(widths, default=0), "max": max(widths, default=0)},
+        },
+        "empty_images": empty,
+    }

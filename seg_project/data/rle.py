@@ -1,0 +1,117 @@
+"""The project's one RLE encoder: binary masks (given as crops) -> COCO compressed RLE.
+
+Masks of cells are small next to their images. Encoding a full-size mask per instance (what
+``pycocotools.mask.encode`` needs) costs a pass over the whole image for every cell; here each
+mask is given as a crop plus its offset, the run boundaries are computed on the crop only, and
+pycocotools turns the runs into its compressed string. The result is byte-identical to
+``pycocotools.mask.encode`` of the full-size mask.
+"""
+
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+__all__ = ["encode_crop", "encode_crops", "decode", "decode_crop", "rle_to_text"]
+
+
+def _run_bounds(crop: np.ndarray, x0: int, y0: int, height: int) -> np.ndarray:
+    """Return the sorted run boundaries [s0, e0, s1, e1, ...] of a crop in full-image,
+    column-major (Fortran) pixel indices; runs touching across columns are merged."""
+    h, w = crop.shape
+    padded = np.zeros((w, h + 2), dtype=bool)
+    padded[:, 1:-1] = crop.T
+    changes = np.flatnonzero(padded[:, 1:] != padded[:, :-1])
+    col, row = np.divmod(changes, h + 1)
+    bounds = (col + x0) * height + (row + y0)
+    if bounds.size > 2:
+        # A run ending at the bottom of a column and one starting at the top of the next
+        # are one run in column-major order.
+        touching = np.flatnonzero(bounds[2::2] == bounds[1:-1:2])
+        if touching.size:
+            drop = np.concatenate([2 * touching + 1, 2 * touching + 2])
+            bounds = np.delete(bounds, drop)
+    return bounds
+
+
+def _counts(bounds: np.ndarray, num_pixels: int) -> List[int]:
+    edges = np.empty(bounds.size + 2, dtype=np.int64)
+    edges[0], edges[-1] = 0, num_pixels
+    edges[1:-1] = bounds
+    counts = edges[1:] - edges[:-1]
+    if counts.size > 1 and counts[-1] == 0:
+        counts = counts[:-1]  # pycocotools ends with the last run, never with an empty one
+    return counts.tolist()
+
+
+def encode_crops(
+    crops: Iterable[Tuple[np.ndarray, int, int]], height: int, width: int
+) -> List[Dict]:
+    """Encode many masks of one image.
+
+    Args:
+        crops: ``(crop, x0, y0)`` triples: a 2-D boolean array (non-zero = inside) and the
+            image column / row of its top-left pixel. Crops must lie inside the image.
+        height: image height.
+        width: image width.
+
+    Returns:
+        list[dict]: COCO compressed RLEs ``{"size": [height, width], "counts": str}``.
+    """
+    num_pixels = height * width
+    uncompressed = []
+    for crop, x0, y0 in crops:
+        crop = np.asarray(crop, dtype=bool)
+        h, w = crop.shape
+        if x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+            raise ValueError(
+                f"crop of shape {crop.shape} at (x0={x0}, y0={y0}) does not fit in an image "
+                f"of {height}x{width}"
+            )
+        bounds = _run_bounds(crop, int(x0), int(y0), height)
+        uncompressed.append({"size": [height, width], "counts": _counts(bounds, num_pixels)})
+    if not uncompressed:
+        return []
+    encoded = mask_util.frPyObjects(uncompressed, height, width)
+    for rle in encoded:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return encoded
+
+
+def encode_crop(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> Dict:
+    """Encode one mask given as a crop at ``(x0, y0)`` of a ``height`` x ``width`` image.
+
+    Returns:
+        dict: ``{"size": [height, width], "counts": str}``, identical to
+        ``pycocotools.mask.encode`` of the full-size mask (with counts decoded to text).
+    """
+    return encode_crops([(crop, x0, y0)], height, width)[0]
+
+
+def rle_to_text(rle: Dict) -> Dict:
+    """Return ``rle`` with its ``counts`` as ``str`` (JSON-ready), whatever it was given as."""
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    elif not isinstance(counts, str):  # uncompressed list of counts
+        h, w = rle["size"]
+        counts = mask_util.frPyObjects(rle, h, w)["counts"].decode("ascii")
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+
+
+def _as_bytes(rle: Dict) -> Dict:
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str)
+            else counts}
+
+
+def decode(rle: Dict) -> np.ndarray:
+    """Decode a compressed RLE (``counts`` str or bytes) to a full-size ``uint8`` mask."""
+    return mask_util.decode(_as_bytes(rle))
+
+
+def decode_crop(rle: Dict, box: Sequence[int]) -> np.ndarray:
+    """Decode a compressed RLE and return the ``bool`` crop ``[y0:y1, x0:x1]`` of the
+    integer box ``(x0, y0, x1, y1)``."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return decode(rle)[y0:y1, x0:x1].astype(bool)
