@@ -5,8 +5,14 @@ cells_trainval, cells_test) for ``$DETECTRON2_DATASETS/cells``; configs re-regis
 their own ``DATASETS.CELLS.ROOT`` (see :func:`seg_project.config.register_datasets_from_config`).
 """
 
-from .config import add_seg_project_config, get_seg_project_cfg
-from .data import catalog as _catalog
+import warnings
+
+# Detectron2 v0.6 scripts a few functions at import; torch >= 2.10 deprecates torch.jit.script.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                        category=FutureWarning)
+
+from .config import add_seg_project_config, get_seg_project_cfg  # noqa: E402
+from .data import catalog as _catalog  # noqa: E402
 
 _catalog.register_cells_splits()
 

@@ -57,6 +57,10 @@ def _require_file(path: Path) -> None:
 def read_array(path) -> np.ndarray:
     """Read the first image of a TIFF (or PNG/JPEG/BMP) file as stored.
 
+    For a TIFF this is its first series, whole: a multi-page stack comes back with all its
+    pages (so a mask stored as several pages is seen, not silently cut to its first page),
+    and planar (separate) color samples come back channels-last, like contiguous ones.
+
     Raises:
         DatasetError: the file is missing, empty, corrupt, or not a readable image.
     """
@@ -67,9 +71,13 @@ def read_array(path) -> np.ndarray:
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         try:
             with tifffile.TiffFile(path) as tif:
-                if not tif.pages:
+                if not tif.pages or not tif.series:
                     raise DatasetError(path, "TIFF holds no image")
-                return tif.pages[0].asarray()
+                series = tif.series[0]
+                array = series.asarray()
+            if series.axes.endswith("SYX"):  # planar samples -> HxWxS
+                array = np.moveaxis(array, -3, -1)
+            return array
         except DatasetError:
             raise
         except Exception as e:  # tifffile raises many types for broken files
@@ -167,15 +175,16 @@ def read_mask(path) -> np.ndarray:
         0 being background.
 
     Raises:
-        DatasetError: unreadable file, multi-channel mask, or values that are negative, NaN,
-            infinite or not whole numbers.
+        DatasetError: unreadable file, multi-channel or multi-page mask, or values that are
+            negative, NaN, infinite or not whole numbers.
     """
     mask = read_array(path)
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[..., 0]
     if mask.ndim != 2:
         raise DatasetError(
-            path, f"mask must be single-channel, but has shape {mask.shape} (multi-channel)"
+            path, f"mask must be a single-channel 2-D image, but has shape {mask.shape} "
+                  "(multi-channel or several pages)"
         )
     if mask.dtype == bool:
         return mask.astype(np.int32)

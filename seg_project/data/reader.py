@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
 from .cache import ConversionCache, folder_signature
 from .image_io import IMAGE_EXTENSIONS, DatasetError, read_image, read_image_size, read_mask
@@ -63,6 +64,9 @@ def _class_files(folder: Path, num_classes: int) -> Dict[int, Path]:
         number = int(match.group(1))
         if not 1 <= number <= num_classes:
             raise DatasetError(path, f"class number {number} is outside 1..{num_classes}")
+        if number in found:
+            raise DatasetError(path, f"class {number} has two mask files: "
+                                     f"{found[number].name} and {path.name}")
         found[number] = path
     return found
 
@@ -146,8 +150,12 @@ def _annotated_folders(split_dir: Path, names: Optional[Sequence[str]]) -> List[
             raise DatasetError(split_dir, f"the split names folders that do not exist: "
                                           f"{', '.join(missing[:10])}")
         chosen = [present[n] for n in names]
+    if not chosen and names is not None:
+        raise DatasetError(split_dir, f"empty split: no folder names were chosen from its "
+                                      f"{len(present)} folder(s) (an empty validation list, or a "
+                                      "validation fraction too small to select any?)")
     if not chosen:
-        raise DatasetError(split_dir, "empty split: no image folders to load")
+        raise DatasetError(split_dir, "empty split: it has no image folders (<name>/image.tif)")
     return chosen
 
 
@@ -156,6 +164,7 @@ def load_annotated_split(
     num_classes: int,
     names: Optional[Sequence[str]] = None,
     cache_dir=None,
+    progress: bool = False,
 ) -> List[Dict]:
     """Load a folder of annotated image folders (e.g. ``<root>/train``) as dataset dicts.
 
@@ -165,6 +174,7 @@ def load_annotated_split(
         names: the subfolder names to load (in this order); default: all, sorted.
         cache_dir: where converted records are cached (default: ``$SEG_PROJECT_CACHE`` or
             ``~/.cache/seg_project``); ``False`` disables the cache.
+        progress: show a tqdm progress bar (on stderr) over the folders.
 
     Returns:
         list[dict]: one dict per folder, see :func:`read_annotated_folder`.
@@ -176,7 +186,8 @@ def load_annotated_split(
     folders = _annotated_folders(split_dir, names)
     cache = ConversionCache.for_source(split_dir, cache_dir, version=(READER_VERSION, num_classes))
     records = []
-    for folder in folders:
+    for folder in tqdm(folders, desc=f"Reading {split_dir.name}", unit="image",
+                       disable=not progress):
         signature = folder_signature(folder)
         record = cache.get(folder.name, signature)
         if record is None:
@@ -197,8 +208,8 @@ def load_mapping(mapping_path) -> List[Dict]:
     """Read and check ``test_image_name_to_ids.json``.
 
     Returns:
-        list[dict]: the entries, each with ``file_name`` (str), ``id``, ``height`` and
-        ``width`` (positive ints).
+        list[dict]: the entries, each with ``file_name`` (str), ``id`` (int >= 0), ``height``
+        and ``width`` (positive ints).
 
     Raises:
         DatasetError: unreadable JSON, wrong structure, or a repeated id or file name.
@@ -223,11 +234,10 @@ def load_mapping(mapping_path) -> List[Dict]:
             raise DatasetError(mapping_path, f"{where}: file_name must be a non-empty string")
         for key in ("id", "height", "width"):
             value = entry[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < (
-                0 if key == "id" else 1
-            ):
+            lowest = 0 if key == "id" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
                 raise DatasetError(mapping_path, f"{where} ({entry['file_name']}): {key} must "
-                                                 f"be a positive integer, got {value!r}")
+                                                 f"be an integer >= {lowest}, got {value!r}")
         if entry["id"] in seen_ids:
             raise DatasetError(mapping_path, f"id {entry['id']} is repeated ({entry['file_name']}"
                                              f" and {seen_ids[entry['id']]})")
@@ -292,10 +302,23 @@ def load_test_images(image_dir, mapping_file=None) -> List[Dict]:
     return records
 
 
+def _area_stats(areas: Sequence[int]) -> Optional[Dict]:
+    if not areas:
+        return None
+    return {"min": int(min(areas)), "median": float(np.median(areas)), "max": int(max(areas))}
+
+
 def summarize(records: Sequence[Dict], class_names: Sequence[str]) -> Dict:
-    """Statistics of annotated records: images, instances per class and per image, sizes,
-    and the names of images without any instance (valid negatives)."""
-    per_class = {name: 0 for name in class_names}
+    """Statistics of annotated records.
+
+    Returns:
+        dict: ``images``, ``instances``, ``instances_per_class`` (class name -> count),
+        ``instances_per_image`` and ``instance_area_per_class`` (class name -> min / median /
+        max pixels, None for a class without instances), ``image_size`` (min / max height and
+        width) and ``empty_images`` (folder names of images without any instance: valid
+        negatives, kept in the dataset).
+    """
+    areas = {name: [] for name in class_names}
     per_image = []
     empty = []
     for record in records:
@@ -304,18 +327,19 @@ def summarize(records: Sequence[Dict], class_names: Sequence[str]) -> Dict:
         if not annotations:
             empty.append(Path(record["file_name"]).parent.name)
         for ann in annotations:
-            per_class[class_names[ann["category_id"]]] += 1
+            areas[class_names[ann["category_id"]]].append(ann["area"])
     heights = [r["height"] for r in records]
     widths = [r["width"] for r in records]
     return {
         "images": len(records),
         "instances": int(sum(per_image)),
-        "instances_per_class": per_class,
+        "instances_per_class": {name: len(values) for name, values in areas.items()},
         "instances_per_image": {
             "min": int(min(per_image)) if per_image else 0,
             "median": float(np.median(per_image)) if per_image else 0.0,
             "max": int(max(per_image)) if per_image else 0,
         },
+        "instance_area_per_class": {name: _area_stats(values) for name, values in areas.items()},
         "image_size": {
             "height": {"min": min(heights, default=0), "max": max(heights, default=0)},
             "width": {"min": min(widths, default=0), "max": max(widths, default=0)},

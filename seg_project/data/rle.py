@@ -110,8 +110,60 @@ def decode(rle: Dict) -> np.ndarray:
     return mask_util.decode(_as_bytes(rle))
 
 
+def _counts_from_string(counts: bytes) -> np.ndarray:
+    """Parse pycocotools' compressed counts string to run lengths (vectorised).
+
+    The format (maskApi.c, rleToString): each count is written in 5-bit groups, least
+    significant first, as characters ``48 + bits`` with 0x20 marking "more groups follow" and
+    0x10 of the last group the sign; counts after the third are stored as the difference to
+    the count two places before.
+    """
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    last = (chars & 0x20) == 0
+    ends = np.flatnonzero(last)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    position = np.arange(chars.size) - np.repeat(starts, lengths)
+    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    # Undo the delta coding: c[i] = v[i] + c[i-2] for i > 2.
+    values[1::2] = np.cumsum(values[1::2])
+    values[2::2] = np.cumsum(values[2::2])
+    return values
+
+
 def decode_crop(rle: Dict, box: Sequence[int]) -> np.ndarray:
-    """Decode a compressed RLE and return the ``bool`` crop ``[y0:y1, x0:x1]`` of the
-    integer box ``(x0, y0, x1, y1)``."""
+    """Decode only the part of a compressed RLE inside an integer box.
+
+    Decoding the full-size mask costs a pass over the whole image per instance (milliseconds
+    for a 1000x1000 image); this works on the runs inside the box's columns only.
+
+    Args:
+        rle: COCO compressed RLE (``counts`` str or bytes).
+        box: ``(x0, y0, x1, y1)`` integer pixel box, end-exclusive, inside the image.
+
+    Returns:
+        np.ndarray: ``bool`` array of shape ``(y1 - y0, x1 - x0)``, equal to
+        ``decode(rle)[y0:y1, x0:x1]``.
+    """
+    height, width = (int(v) for v in rle["size"])
     x0, y0, x1, y1 = (int(v) for v in box)
-    return decode(rle)[y0:y1, x0:x1].astype(bool)
+    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+        raise ValueError(f"box {tuple(box)} is not inside an image of {height}x{width}")
+    counts = rle["counts"]
+    counts = _counts_from_string(counts.encode("ascii") if isinstance(counts, str) else counts)
+    ends = np.cumsum(counts)
+    run_starts, run_ends = (ends - counts)[1::2], ends[1::2]  # runs of ones: odd positions
+    lo, hi = x0 * height, x1 * height
+    run_starts = np.clip(run_starts, lo, hi) - lo
+    run_ends = np.clip(run_ends, lo, hi) - lo
+    keep = run_ends > run_starts
+    edges = np.zeros(hi - lo + 1, dtype=np.int32)
+    # Runs of ones are disjoint and separated by zeros, so no index repeats within each set.
+    edges[run_starts[keep]] += 1
+    edges[run_ends[keep]] -= 1
+    columns = np.cumsum(edges[:-1]).astype(bool).reshape(x1 - x0, height)
+    return np.ascontiguousarray(columns[:, y0:y1].T)

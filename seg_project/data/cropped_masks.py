@@ -1,0 +1,175 @@
+"""Ground-truth instance masks kept as small crops instead of full-size bitmaps.
+
+Detectron2's ``BitMasks`` hold one full-size bitmap per instance: for an 800x800 training
+image with 700 cells that is 450 MB per image, built by decoding every full-size RLE and
+resizing each mask through PIL. ``CroppedMasks`` keep each mask as its bounding-box crop at
+the source resolution plus where that crop lies in the (augmented) image; resizing and flips
+only change that placement (flips also mirror the small crops). ``crop_and_resize`` - the one
+operation Mask R-CNN's mask loss needs - samples the crops with ROIAlign exactly like
+``BitMasks.crop_and_resize`` samples full-size masks.
+
+One pixel of zero padding surrounds every crop, so ROIAlign's bilinear samples just outside a
+mask read zeros, as they would in a full-size bitmap. (Only at the image border, where
+Detectron2 would clamp to the border pixel, can a sample differ; it then reads zero.)
+"""
+
+from typing import List, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.structures import Boxes
+from torchvision.ops import roi_align
+
+from .rle import decode_crop
+
+__all__ = ["CroppedMasks"]
+
+_PAD = 1
+
+
+class CroppedMasks:
+    """N instance masks stored as zero-padded crops with an affine placement in the image.
+
+    Attributes:
+        tensor: ``(N, H, W)`` bool, crop i in the top-left of slice i (rest zero).
+        origin: ``(N, 2)`` float, image coordinates ``(x, y)`` of the slice's top-left corner.
+        scale: ``(N, 2)`` float, image pixels per crop pixel along ``(x, y)``.
+    """
+
+    def __init__(self, tensor: torch.Tensor, origin: torch.Tensor, scale: torch.Tensor):
+        self.tensor = tensor.to(torch.bool)
+        self.origin = origin.to(torch.float32)
+        self.scale = scale.to(torch.float32)
+        assert self.tensor.dim() == 3 and len(self.origin) == len(self.scale) == len(self.tensor)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_crops(cls, crops: Sequence[np.ndarray], offsets: Sequence[Sequence[int]]):
+        """Pack boolean crops whose top-left pixels lie at ``offsets`` ``(x0, y0)``."""
+        count = len(crops)
+        height = max((c.shape[0] for c in crops), default=0) + 2 * _PAD
+        width = max((c.shape[1] for c in crops), default=0) + 2 * _PAD
+        packed = np.zeros((count, height, width), dtype=bool)
+        for i, crop in enumerate(crops):
+            packed[i, _PAD:_PAD + crop.shape[0], _PAD:_PAD + crop.shape[1]] = crop
+        origin = torch.as_tensor(np.asarray(offsets, dtype=np.float32).reshape(count, 2) - _PAD)
+        return cls(torch.from_numpy(packed), origin, torch.ones(count, 2))
+
+    @classmethod
+    def from_rles(cls, rles: Sequence[dict], boxes_xywh: np.ndarray):
+        """Decode compressed RLEs inside their integer ``XYWH`` boxes (never full size)."""
+        boxes = np.asarray(boxes_xywh, dtype=np.int64).reshape(-1, 4)
+        crops = [decode_crop(rle, (x, y, x + w, y + h)) for rle, (x, y, w, h) in zip(rles, boxes)]
+        return cls.from_crops(crops, boxes[:, :2])
+
+    # ------------------------------------------------------------------ geometry
+    def resize(self, scale_x: float, scale_y: float) -> "CroppedMasks":
+        """The masks of the image resized by these factors."""
+        factor = torch.tensor([scale_x, scale_y], dtype=torch.float32)
+        return CroppedMasks(self.tensor, self.origin * factor, self.scale * factor)
+
+    def flip(self, image_size: float, horizontal: bool) -> "CroppedMasks":
+        """The masks of the image mirrored left-right (``horizontal``) or top-bottom;
+        ``image_size`` is the image width (or height)."""
+        axis, dim = (0, 2) if horizontal else (1, 1)
+        extent = self.tensor.shape[dim] * self.scale[:, axis]
+        origin = self.origin.clone()
+        origin[:, axis] = image_size - (self.origin[:, axis] + extent)
+        return CroppedMasks(self.tensor.flip(dim), origin, self.scale)
+
+    def apply_transforms(self, transforms) -> "CroppedMasks":
+        """Apply a Detectron2 ``TransformList`` made of resizes, flips and no-ops.
+
+        Raises:
+            NotImplementedError: for any other transform (e.g. rotation, crop), naming it.
+        """
+        from detectron2.data import transforms as T
+
+        masks = self
+        for t in getattr(transforms, "transforms", [transforms]):
+            if isinstance(t, T.NoOpTransform):
+                continue
+            if isinstance(t, T.ResizeTransform):
+                masks = masks.resize(t.new_w / t.w, t.new_h / t.h)
+            elif isinstance(t, T.HFlipTransform):
+                masks = masks.flip(t.width, horizontal=True)
+            elif isinstance(t, T.VFlipTransform):
+                masks = masks.flip(t.height, horizontal=False)
+            else:
+                raise NotImplementedError(
+                    f"CroppedMasks supports resize and flip transforms, not {type(t).__name__}"
+                )
+        return masks
+
+    # ------------------------------------------------------------------ what Mask R-CNN uses
+    def crop_and_resize(self, boxes: torch.Tensor, mask_size: int) -> torch.Tensor:
+        """Sample mask i inside box i (image coordinates, XYXY) on a ``mask_size`` grid.
+
+        Returns:
+            Tensor: ``(N, mask_size, mask_size)`` bool, as ``BitMasks.crop_and_resize``.
+        """
+        assert len(boxes) == len(self), f"{len(boxes)} != {len(self)}"
+        device = self.tensor.device
+        boxes = boxes.to(device=device, dtype=torch.float32)
+        origin = self.origin.to(device).repeat(1, 2)
+        scale = self.scale.to(device).repeat(1, 2)
+        rois = torch.cat(
+            [torch.arange(len(boxes), device=device, dtype=torch.float32)[:, None],
+             (boxes - origin) / scale],
+            dim=1,
+        )
+        sampled = roi_align(self.tensor[:, None].float(), rois, (mask_size, mask_size),
+                            spatial_scale=1.0, sampling_ratio=0, aligned=True)
+        return sampled.squeeze(1) >= 0.5
+
+    def nonempty(self) -> torch.Tensor:
+        """``(N,)`` bool: whether each mask has any pixel."""
+        return self.tensor.flatten(1).any(dim=1)
+
+    def get_bounding_boxes(self) -> Boxes:
+        """Tight boxes (XYXY, image coordinates) of the masks; zeros for empty masks."""
+        boxes = torch.zeros(len(self), 4)
+        rows, cols = self.tensor.any(dim=2), self.tensor.any(dim=1)
+        for i in range(len(self)):
+            ys, xs = torch.nonzero(rows[i]).flatten(), torch.nonzero(cols[i]).flatten()
+            if len(xs) == 0:
+                continue
+            x0, y0 = self.origin[i]
+            sx, sy = self.scale[i]
+            boxes[i] = torch.stack([x0 + xs[0] * sx, y0 + ys[0] * sy,
+                                    x0 + (xs[-1] + 1) * sx, y0 + (ys[-1] + 1) * sy])
+        return Boxes(boxes)
+
+    # ------------------------------------------------------------------ container protocol
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def __getitem__(self, item: Union[int, slice, torch.Tensor]) -> "CroppedMasks":
+        if isinstance(item, int):
+            item = slice(item, item + 1 if item != -1 else None)
+        return CroppedMasks(self.tensor[item], self.origin[item], self.scale[item])
+
+    def to(self, *args, **kwargs) -> "CroppedMasks":
+        return CroppedMasks(self.tensor.to(*args, **kwargs), self.origin.to(*args, **kwargs),
+                            self.scale.to(*args, **kwargs))
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensor.device
+
+    @staticmethod
+    def cat(masks_list: List["CroppedMasks"]) -> "CroppedMasks":
+        """Concatenate (padding the crops to a common size)."""
+        height = max(m.tensor.shape[1] for m in masks_list)
+        width = max(m.tensor.shape[2] for m in masks_list)
+        packed = torch.zeros((sum(len(m) for m in masks_list), height, width), dtype=torch.bool,
+                             device=masks_list[0].device)
+        start = 0
+        for m in masks_list:
+            packed[start:start + len(m), :m.tensor.shape[1], :m.tensor.shape[2]] = m.tensor
+            start += len(m)
+        return CroppedMasks(packed, torch.cat([m.origin for m in masks_list]),
+                            torch.cat([m.scale for m in masks_list]))
+
+    def __repr__(self) -> str:
+        return f"CroppedMasks(num_instances={len(self)}, crop_size={tuple(self.tensor.shape[1:])})"

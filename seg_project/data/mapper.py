@@ -1,0 +1,133 @@
+"""Dataset mapper: a dataset dict -> the model's input (image tensor + Instances).
+
+Differences from Detectron2's ``DatasetMapper``, each for this kind of data:
+
+- Images are read by :func:`seg_project.data.image_io.read_image` (RGBA, gray, 16-bit and
+  float TIFFs; Detectron2's PIL path clips 16-bit data and cannot open float TIFFs), then put
+  in the model's ``INPUT.FORMAT``.
+- Masks stay RLE until here and become :class:`CroppedMasks`: each instance is decoded inside
+  its box only, and augmentation moves the crops instead of resampling full-size bitmaps.
+  With hundreds of cells per image this is what keeps data loading off the critical path.
+- Optional vertical flips (``INPUT.VFLIP_PROB``) and a minimum instance area
+  (``INPUT.MIN_INSTANCE_AREA``) for training.
+"""
+
+import logging
+from typing import Dict, List
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, BoxMode, Instances
+
+from .cropped_masks import CroppedMasks
+from .image_io import DatasetError, read_image
+
+__all__ = ["CellsDatasetMapper", "build_augmentations", "to_model_format"]
+
+
+def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
+    """Detectron2's resize + horizontal flip, plus a vertical flip for training."""
+    augs = utils.build_augmentation(cfg, is_train)
+    if is_train and cfg.INPUT.VFLIP_PROB > 0:
+        augs.append(T.RandomFlip(prob=cfg.INPUT.VFLIP_PROB, horizontal=False, vertical=True))
+    return augs
+
+
+def to_model_format(image: np.ndarray, image_format: str) -> np.ndarray:
+    """An RGB image in the model's ``INPUT.FORMAT`` ("RGB" or "BGR")."""
+    if image_format == "RGB":
+        return image
+    if image_format == "BGR":
+        return image[:, :, ::-1]
+    raise ValueError(f"INPUT.FORMAT {image_format!r} is not supported (use BGR or RGB)")
+
+
+class CellsDatasetMapper:
+    """Map a course-layout dataset dict to ``{"image": CHW uint8 tensor, "instances": ...}``.
+
+    Training output carries ``gt_boxes``, ``gt_classes`` and ``gt_masks`` (:class:`CroppedMasks`);
+    inference output only the image (plus the dict's ``height``/``width``/``image_id``).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str = "BGR",
+        use_instance_mask: bool = True,
+        min_instance_area: int = 0,
+    ):
+        """
+        Args:
+            is_train: whether the output is for training (annotations kept) or inference.
+            augmentations: Detectron2 augmentations; only resizes and flips are supported when
+                masks are used.
+            image_format: "BGR" or "RGB", the model's ``INPUT.FORMAT``.
+            use_instance_mask: whether to produce ``gt_masks``.
+            min_instance_area: training drops instances with fewer pixels than this.
+        """
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.use_instance_mask = use_instance_mask
+        self.min_instance_area = min_instance_area
+        mode = "training" if is_train else "inference"
+        logging.getLogger(__name__).info(f"[CellsDatasetMapper] {mode} augmentations: "
+                                         f"{augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict:
+        if cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT != "bitmask":
+            raise ValueError("seg_project datasets hold RLE masks: set INPUT.MASK_FORMAT bitmask")
+        if cfg.INPUT.CROP.ENABLED:
+            raise ValueError("INPUT.CROP is not supported by CellsDatasetMapper")
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "use_instance_mask": cfg.MODEL.MASK_ON,
+            "min_instance_area": cfg.INPUT.MIN_INSTANCE_AREA,
+        }
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        record = {k: v for k, v in dataset_dict.items() if k != "annotations"}
+        image = read_image(record["file_name"])
+        if image.shape[:2] != (record["height"], record["width"]):
+            raise DatasetError(record["file_name"], f"image is {image.shape[0]}x{image.shape[1]}"
+                                                    f" but its record says {record['height']}x"
+                                                    f"{record['width']}")
+        aug_input = T.AugInput(to_model_format(image, self.image_format))
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if self.is_train and "annotations" in dataset_dict:
+            record["instances"] = self._instances(dataset_dict["annotations"], transforms,
+                                                  image.shape[:2])
+        return record
+
+    def _instances(self, annotations: List[Dict], transforms, image_shape) -> Instances:
+        annotations = [a for a in annotations if not a.get("iscrowd", 0)
+                       and a.get("area", self.min_instance_area) >= self.min_instance_area]
+        instances = Instances(image_shape)
+        boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                          for a in annotations], dtype=np.float64).reshape(-1, 4)
+        boxes = transforms.apply_box(boxes) if len(boxes) else boxes
+        instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
+        instances.gt_boxes.clip(image_shape)
+        instances.gt_classes = torch.tensor([a["category_id"] for a in annotations],
+                                            dtype=torch.int64)
+        if self.use_instance_mask:
+            rles = [a["segmentation"] for a in annotations]
+            if any(not isinstance(rle, dict) for rle in rles):
+                raise ValueError("CellsDatasetMapper needs RLE segmentations (dicts), not polygons")
+            # The masks' own tight boxes (pycocotools reads them off the RLE without decoding).
+            crop_boxes = mask_util.toBbox(rles).reshape(-1, 4) if rles else np.zeros((0, 4))
+            masks = CroppedMasks.from_rles(rles, crop_boxes)
+            instances.gt_masks = masks.apply_transforms(transforms)
+        return instances[instances.gt_boxes.nonempty()]
