@@ -1,6 +1,5 @@
 """Config keys of seg_project and their resolution (epochs -> iterations, dataset roots)."""
 
-import logging
 import math
 
 from detectron2.config import CfgNode as CN
@@ -11,8 +10,6 @@ __all__ = [
     "register_datasets_from_config",
     "resolve_epochs",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 def add_seg_project_config(cfg):
@@ -68,6 +65,8 @@ def add_seg_project_config(cfg):
     _C.TEST.EARLY_STOP_PATIENCE = 0
     # Use faster-coco-eval's COCOeval_faster (same stats as pycocotools, 2-3x faster).
     _C.TEST.FAST_COCO_EVAL = True
+    # Test-time augmentation also flips top-bottom (TEST.AUG.FLIP is the left-right flip).
+    _C.TEST.AUG.VFLIP = True
 
 
 def get_seg_project_cfg():
@@ -102,13 +101,16 @@ def register_datasets_from_config(cfg) -> None:
     )
 
 
-def resolve_epochs(cfg, num_train_images: int) -> None:
+def resolve_epochs(cfg, num_train_images: int) -> str:
     """Turn ``SOLVER.EPOCHS`` into iterations, in place (``cfg`` must not be frozen).
 
     With ``SOLVER.EPOCHS > 0``: ``ITERS_PER_EPOCH = ceil(num_train_images / IMS_PER_BATCH)``,
     ``MAX_ITER = EPOCHS * ITERS_PER_EPOCH``, ``STEPS`` from ``STEP_FRACTIONS``, and
     ``TEST.EVAL_PERIOD`` / ``SOLVER.CHECKPOINT_PERIOD`` every N epochs. With ``EPOCHS == 0``
     nothing changes (plain iteration configs), except that ``ITERS_PER_EPOCH`` is recorded.
+
+    Returns:
+        str: a one-line account of the resolution, for the log.
     """
     if num_train_images <= 0:
         raise ValueError("cannot resolve epochs: the training set is empty")
@@ -116,20 +118,19 @@ def resolve_epochs(cfg, num_train_images: int) -> None:
     iters_per_epoch = math.ceil(num_train_images / solver.IMS_PER_BATCH)
     solver.ITERS_PER_EPOCH = iters_per_epoch
     if solver.EPOCHS <= 0:
-        logger.info(f"{num_train_images} training images, {iters_per_epoch} iterations per "
-                    f"epoch; MAX_ITER {solver.MAX_ITER} is "
-                    f"{solver.MAX_ITER / iters_per_epoch:.2f} epochs")
-        return
+        return (f"{num_train_images} training images, {iters_per_epoch} iterations per epoch; "
+                f"MAX_ITER {solver.MAX_ITER} is {solver.MAX_ITER / iters_per_epoch:.2f} epochs")
     for fraction in solver.STEP_FRACTIONS:
         if not 0 < fraction < 1:
             raise ValueError(f"SOLVER.STEP_FRACTIONS must lie in (0, 1), got {fraction}")
     solver.MAX_ITER = solver.EPOCHS * iters_per_epoch
-    solver.STEPS = tuple(sorted({max(1, round(f * solver.MAX_ITER))
-                                 for f in solver.STEP_FRACTIONS}))
+    # Detectron2's scheduler needs 0 < step < MAX_ITER; tiny runs may merge steps.
+    solver.STEPS = tuple(sorted({min(max(1, round(f * solver.MAX_ITER)), solver.MAX_ITER - 1)
+                                 for f in solver.STEP_FRACTIONS} - {0}))
     solver.CHECKPOINT_PERIOD = max(1, solver.CHECKPOINT_EVERY_EPOCHS) * iters_per_epoch
     cfg.TEST.EVAL_PERIOD = max(1, cfg.TEST.EVAL_EVERY_EPOCHS) * iters_per_epoch
     solver.WARMUP_ITERS = min(solver.WARMUP_ITERS, solver.MAX_ITER)
-    logger.info(
+    return (
         f"Epochs resolved: {solver.EPOCHS} epochs x {iters_per_epoch} iterations "
         f"({num_train_images} images / batch {solver.IMS_PER_BATCH}) = MAX_ITER "
         f"{solver.MAX_ITER}; LR steps at {list(solver.STEPS)}; evaluation every "

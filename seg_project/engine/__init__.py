@@ -1,0 +1,14 @@
+"""Training: the trainer, its hooks, mixed precision, checkpointing and run setup."""
+
+from .checkpointer import CellsCheckpointer, WeightsNotFoundError
+from .setup import evaluate_weights, finalize_config, setup_cfg
+from .trainer import CellsTrainer
+
+__all__ = [
+    "CellsCheckpointer",
+    "CellsTrainer",
+    "WeightsNotFoundError",
+    "evaluate_weights",
+    "finalize_config",
+    "setup_cfg",
+]

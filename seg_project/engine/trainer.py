@@ -1,0 +1,161 @@
+"""CellsTrainer: Detectron2's DefaultTrainer for the cell datasets, epoch by epoch."""
+
+import logging
+import os
+import weakref
+
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
+
+from ..data.mapper import CellsDatasetMapper
+from ..evaluation.coco import CellsCOCOEvaluator
+from ..postprocess import RLEOutputModel
+from .checkpointer import CellsCheckpointer
+from .hooks import (
+    BestCheckpointHook,
+    EpochCheckpointer,
+    EpochEvalHook,
+    EpochMetricPrinter,
+    EpochScalarHook,
+)
+from .mixed_precision import MixedPrecisionTrainer
+
+__all__ = ["CellsTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class CellsTrainer(DefaultTrainer):
+    """``DefaultTrainer`` with the project's data mapper, evaluator, checkpointer and hooks.
+
+    - Evaluates ``DATASETS.TEST`` with :class:`CellsCOCOEvaluator` every ``TEST.EVAL_PERIOD``
+      (one epoch when ``SOLVER.EPOCHS`` is set) and after the last iteration.
+    - Keeps ``model_best.pth`` by ``TEST.BEST_METRIC``, ``model_final.pth``, and the newest
+      ``SOLVER.CHECKPOINTS_TO_KEEP`` periodic checkpoints, all written atomically; stops
+      early after ``TEST.EARLY_STOP_PATIENCE`` evaluations without improvement.
+    - ``SOLVER.AMP.ENABLED`` works on CUDA (float16) and on CPUs (``SOLVER.AMP.CPU_DTYPE``).
+    - Logs ``epoch e/E`` with Detectron2's ETA line, and ``epoch`` into ``metrics.json``.
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with our inner trainer and checkpointer (it hard-codes
+        # AMPTrainer, which asserts CUDA, and a checkpointer that writes in place).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        if cfg.SOLVER.AMP.ENABLED:
+            self._trainer = MixedPrecisionTrainer(model, data_loader, optimizer,
+                                                  cpu_dtype=cfg.SOLVER.AMP.CPU_DTYPE)
+        else:
+            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = CellsCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.stop_requested = False
+        self.register_hooks(self.build_hooks())
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CellsDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name,
+                                           mapper=CellsDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        os.makedirs(output_folder, exist_ok=True)
+        return CellsCOCOEvaluator(dataset_name, output_folder,
+                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                                  use_fast_coco_eval=cfg.TEST.FAST_COCO_EVAL)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops."""
+        if not isinstance(model, RLEOutputModel):
+            model = RLEOutputModel(model)
+        return super().test(cfg, model, evaluators)
+
+    def build_writers(self):
+        iters_per_epoch = self.cfg.SOLVER.ITERS_PER_EPOCH
+        return [
+            EpochMetricPrinter(self.max_iter, iters_per_epoch),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
+
+    def build_hooks(self):
+        cfg = self.cfg
+        iters_per_epoch = cfg.SOLVER.ITERS_PER_EPOCH
+        eval_period = cfg.TEST.EVAL_PERIOD
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if iters_per_epoch:
+            ret.append(EpochScalarHook(iters_per_epoch))
+        if cfg.DATASETS.TEST:
+            ret.append(EpochEvalHook(eval_period, test_and_save_results))
+            ret.append(BestCheckpointHook(eval_period, self.checkpointer, cfg.TEST.BEST_METRIC,
+                                          cfg.TEST.BEST_METRIC_MODE, cfg.TEST.EARLY_STOP_PATIENCE,
+                                          iters_per_epoch))
+        if comm.is_main_process():
+            # Writers before the checkpointer: when a checkpoint exists, the log lines of
+            # everything it holds (the epoch's evaluation included) are already on disk.
+            period = min(20, iters_per_epoch) if iters_per_epoch else 20
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=period))
+            ret.append(EpochCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                         keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP))
+        return ret
+
+    # ------------------------------------------------------------------ training loop
+    def request_stop(self):
+        """Finish the current iteration's hooks, then end training (early stopping)."""
+        self.stop_requested = True
+
+    def train(self):
+        """Run training; like ``DefaultTrainer.train`` but able to stop early.
+
+        Returns:
+            The last evaluation results (dict), if any evaluation ran.
+        """
+        if self.start_iter >= self.max_iter:
+            logger.info(f"Training already finished ({self.max_iter} iterations); nothing to do.")
+            return None
+        # TrainerBase.train's loop cannot end before max_iter, so it is restated here with
+        # the early-stopping check; hooks see the same calls in the same order.
+        logger.info(f"Starting training from iteration {self.start_iter}")
+        self.iter = self.start_iter
+        with EventStorage(self.start_iter) as self.storage:
+            try:
+                self.before_train()
+                for iteration in range(self.start_iter, self.max_iter):
+                    self.iter = iteration
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                    if self.stop_requested:
+                        break
+                # Unlike TrainerBase, self.iter stays at the last iteration that ran (the final
+                # evaluation already ran in its after_step, see EpochEvalHook).
+            except Exception:
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+        return getattr(self, "_last_eval_results", None)

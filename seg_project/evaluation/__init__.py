@@ -1,0 +1,1 @@
+"""Evaluation helpers: the submission writer and checker (:mod:`.submission`)."""

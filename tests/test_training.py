@@ -1,0 +1,282 @@
+"""Training: epochs, per-epoch evaluation, checkpoints, resume after a kill, eval-only,
+two processes on a CPU, AMP on a CPU, seeds, early stopping."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK_CONFIG, REPO, load_tool, run_train_net, train_args
+from detectron2.utils.events import EventStorage
+
+from seg_project.config import get_seg_project_cfg, resolve_epochs
+from seg_project.engine import CellsCheckpointer, WeightsNotFoundError, setup_cfg
+from seg_project.engine.hooks import BestCheckpointHook
+
+
+def read_metrics(run_dir: Path) -> list:
+    lines = (run_dir / "metrics.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def evaluated_iterations(run_dir: Path) -> list:
+    return sorted(line["iteration"] for line in read_metrics(run_dir) if "segm/AP50" in line)
+
+
+def trained_iterations(run_dir: Path) -> list:
+    return sorted(line["iteration"] for line in read_metrics(run_dir) if "total_loss" in line)
+
+
+def run_script(argv, timeout=600, **kwargs):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), *argv],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+                          **kwargs)
+
+
+# ------------------------------------------------------------------ configuration
+def test_epochs_resolve_to_iterations():
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "mask_rcnn_R_50_FPN_cells.yaml"))
+    message = resolve_epochs(cfg, num_train_images=167)  # 80 % of the course's 209
+    assert cfg.SOLVER.ITERS_PER_EPOCH == 84  # ceil(167 / 2)
+    assert cfg.SOLVER.MAX_ITER == 100 * 84
+    assert cfg.SOLVER.STEPS == (6720, 7560)  # 80 % and 90 %
+    assert cfg.TEST.EVAL_PERIOD == 84 and cfg.SOLVER.CHECKPOINT_PERIOD == 84
+    assert "8400" in message and "6720" in message
+
+    cfg.TEST.EVAL_EVERY_EPOCHS, cfg.SOLVER.CHECKPOINT_EVERY_EPOCHS = 5, 10
+    resolve_epochs(cfg, num_train_images=167)
+    assert cfg.TEST.EVAL_PERIOD == 5 * 84 and cfg.SOLVER.CHECKPOINT_PERIOD == 10 * 84
+
+
+def test_reference_recipe_and_ablation_configs():
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "mask_rcnn_R_50_FPN_cells.yaml"))
+    assert cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.BASE_LR == 0.005
+    assert cfg.SOLVER.MOMENTUM == 0.9 and cfg.SOLVER.WEIGHT_DECAY == 0.0005
+    assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.SOLVER.EPOCHS == 100
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 2 and cfg.MODEL.RESNETS.DEPTH == 50
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 4 and cfg.INPUT.MASK_FORMAT == "bitmask"
+    assert cfg.TEST.DETECTIONS_PER_IMAGE > 100 and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST < 0.05
+    assert cfg.MODEL.WEIGHTS.startswith("detectron2://COCO-InstanceSegmentation/")
+    ablation = get_seg_project_cfg()
+    ablation.merge_from_file(str(REPO / "configs" / "mask_rcnn_R_50_FPN_cells_no_scheduler.yaml"))
+    resolve_epochs(ablation, num_train_images=167)
+    assert ablation.SOLVER.STEPS == () and ablation.SOLVER.BASE_LR == 0.005
+
+
+def test_plain_iteration_configs_stay_unchanged():
+    cfg = get_seg_project_cfg()
+    cfg.SOLVER.EPOCHS, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = 0, 1234, (1000,)
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    resolve_epochs(cfg, num_train_images=10)
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.ITERS_PER_EPOCH) == (1234, (1000,), 5)
+
+
+# ------------------------------------------------------------------ a 2-epoch run
+def test_two_epoch_run_evaluates_every_epoch(trained_run):
+    # 4 training images, batch 2: 2 iterations per epoch, 4 in all.
+    assert trained_iterations(trained_run)[-1] == 3
+    assert evaluated_iterations(trained_run) == [1, 3]  # after epoch 1 and after epoch 2
+    evals = [line for line in read_metrics(trained_run) if "segm/AP50" in line]
+    assert [line["epoch"] for line in evals] == [1.0, 2.0]
+    assert all("bbox/AP50" in line and "segm/AP50-class1" in line for line in evals)
+    for name in ("model_best.pth", "model_final.pth", "config.yaml", "cells_split.json"):
+        assert (trained_run / name).is_file(), name
+    assert (trained_run / "last_checkpoint").read_text() == "model_final.pth"
+    written = get_seg_project_cfg()
+    written.merge_from_file(str(trained_run / "config.yaml"))
+    assert (written.SOLVER.MAX_ITER, written.SOLVER.ITERS_PER_EPOCH) == (4, 2)
+    split = json.loads((trained_run / "cells_split.json").read_text())
+    assert len(split["train_names"]) == 4 and len(split["val_names"]) == 2
+    assert not set(split["train_names"]) & set(split["val_names"])
+
+
+def test_checkpoints_hold_optimizer_scheduler_and_iteration(trained_run):
+    checkpoint = torch.load(trained_run / "model_final.pth", map_location="cpu",
+                            weights_only=True)
+    trainer_state = checkpoint["trainer"]
+    assert trainer_state["iteration"] == 3
+    assert trainer_state["_trainer"]["optimizer"]["state"], "no momentum buffers saved"
+    assert "LRScheduler" in trainer_state["hooks"]
+    assert trainer_state["hooks"]["BestCheckpointHook"]["best_iteration"] in (1, 3)
+    assert not list(trained_run.glob("*.tmp")), "a temporary checkpoint file was left behind"
+
+
+def test_resume_after_a_kill_mid_epoch_ends_like_an_uninterrupted_run(
+        synthetic_root, trained_run, tmp_path):
+    """Kill the training process (SIGKILL) in the middle of epoch 2, then --resume."""
+    argv = train_args(synthetic_root, tmp_path, epochs=2, **{"SOLVER.IMS_PER_BATCH": 1})
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen([sys.executable, str(REPO / "tools" / "train_net.py"), *argv],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    end_of_epoch_1 = tmp_path / "model_0000003.pth"  # 4 iterations per epoch
+    deadline = time.time() + 300
+    while not end_of_epoch_1.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert end_of_epoch_1.exists() and not (tmp_path / "model_final.pth").exists()
+    assert not list(tmp_path.glob("*.tmp")), "a half-written checkpoint was left behind"
+
+    run_train_net(["--resume", *argv])
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert trained_iterations(tmp_path)[-1] == 7
+    assert evaluated_iterations(tmp_path) == [3, 7]  # one per epoch, none repeated or lost
+    final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["trainer"]["iteration"] == 7
+
+
+def test_eval_only_prints_the_ap_table(synthetic_root, trained_run, tmp_path):
+    argv = train_args(synthetic_root, tmp_path, "--eval-only",
+                      **{"MODEL.WEIGHTS": trained_run / "model_final.pth"})
+    result = run_script(argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "copypaste: Task: segm" in out and "copypaste: AP,AP50,AP75" in out
+    assert "Per-class segm AP50" in out
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path, monkeypatch):
+    from detectron2.modeling import build_model
+
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(QUICK_CONFIG))
+    model = build_model(cfg)
+    missing = tmp_path / "nope" / "model_final.pth"
+    with pytest.raises(WeightsNotFoundError, match=str(missing)):
+        CellsCheckpointer(model).load(str(missing))
+    # A model-zoo URL while offline: the download fails; the error names the URL.
+    checkpointer = CellsCheckpointer(model)
+
+    def offline(path, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(checkpointer.path_manager, "get_local_path", offline)
+    url = "https://dl.fbaipublicfiles.com/detectron2/x/model_final.pkl"
+    with pytest.raises(WeightsNotFoundError, match="could not be downloaded"):
+        checkpointer.load(url)
+
+
+def test_resume_finds_the_newest_checkpoint_without_last_checkpoint(tmp_path):
+    checkpointer = CellsCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
+    assert not checkpointer.has_checkpoint()
+    for name in ("model_0000009", "model_0000019", "model_best"):
+        checkpointer.save(name, tag_last=False)
+    assert checkpointer.has_checkpoint()
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000019.pth")
+    checkpointer.save("model_final")
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_final.pth")
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    checkpointer = CellsCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.save("model_best")
+    before = (tmp_path / "model_best.pth").read_bytes()
+    real_save = torch.save
+
+    def dies_mid_write(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_best")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert (tmp_path / "model_best.pth").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_best.pth"]
+
+
+# ------------------------------------------------------------------ hooks
+class _FakeTrainer:
+    def __init__(self, max_iter):
+        self.iter, self.max_iter, self.stop_requested = 0, max_iter, False
+        self.storage = EventStorage(0)
+
+    def request_stop(self):
+        self.stop_requested = True
+
+
+class _RecordingCheckpointer:
+    def __init__(self):
+        self.saved = []
+
+    def save(self, name, tag_last=True, **kwargs):
+        self.saved.append((name, kwargs["iteration"], tag_last))
+
+
+def test_best_checkpoint_and_early_stopping():
+    checkpointer = _RecordingCheckpointer()
+    hook = BestCheckpointHook(eval_period=10, checkpointer=checkpointer, metric="segm/AP50",
+                              mode="max", patience=2, iters_per_epoch=10)
+    trainer = _FakeTrainer(max_iter=100)
+    hook.trainer = trainer
+    for epoch, ap50 in enumerate([10.0, 30.0, 20.0, 30.0, 25.0], start=1):
+        trainer.iter = trainer.storage.iter = epoch * 10 - 1
+        trainer.storage.put_scalar("segm/AP50", ap50, smoothing_hint=False)
+        hook.after_step()
+        if trainer.stop_requested:
+            break
+    # Best at epochs 1 and 2 (a tie is no improvement), stop after 2 epochs without one.
+    assert checkpointer.saved == [("model_best", 9, False), ("model_best", 19, False)]
+    assert trainer.stop_requested and epoch == 4
+    state = hook.state_dict()
+    assert state == {"best_value": 30.0, "best_iteration": 19, "evals_without_improvement": 2}
+
+
+def test_early_stopping_ends_training_with_a_final_checkpoint(synthetic_root, tmp_path):
+    # "epoch" is recorded at every evaluation and only grows: in "min" mode the first
+    # evaluation is the best and the second does not improve, so patience 1 stops the run
+    # after epoch 2 of 3, deterministically.
+    run_train_net(train_args(synthetic_root, tmp_path, epochs=3, **{
+        "TEST.EARLY_STOP_PATIENCE": 1, "TEST.BEST_METRIC": "epoch",
+        "TEST.BEST_METRIC_MODE": "min"}))
+    assert evaluated_iterations(tmp_path) == [1, 3]
+    assert trained_iterations(tmp_path)[-1] == 3
+    final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["trainer"]["iteration"] == 3
+    best = torch.load(tmp_path / "model_best.pth", map_location="cpu", weights_only=True)
+    assert best["iteration"] == 1
+
+
+# ------------------------------------------------------------------ devices and precision
+def test_amp_on_cpu_trains_in_bfloat16(synthetic_root, trained_run, tmp_path):
+    from seg_project.engine import CellsTrainer
+
+    argv = train_args(synthetic_root, tmp_path, epochs=1, **{
+        "SOLVER.AMP.ENABLED": True, "MODEL.WEIGHTS": trained_run / "model_final.pth"})
+    cfg = setup_cfg(load_tool("train_net").default_argument_parser().parse_args(argv))
+    trainer = CellsTrainer(cfg)
+    assert trainer._trainer.autocast_dtype == torch.bfloat16
+    trainer.resume_or_load(resume=False)  # loads the weights file this test suite saved
+    trainer.train()
+    assert evaluated_iterations(tmp_path) == [1]
+    losses = [line["total_loss"] for line in read_metrics(tmp_path) if "total_loss" in line]
+    assert losses and all(loss == loss and loss < 100 for loss in losses)  # finite
+
+
+def test_two_processes_on_cpu(synthetic_root, tmp_path):
+    result = run_script(["--num-gpus", "2", *train_args(synthetic_root, tmp_path, epochs=1)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert evaluated_iterations(tmp_path) == [1]  # batch 2 over 2 processes: 2 iterations
+    assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_same_seed_same_first_losses(synthetic_root, tmp_path):
+    first = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        run_train_net(train_args(synthetic_root, out, epochs=0, **{
+            "SEED": 7, "SOLVER.MAX_ITER": 1, "DATASETS.TEST": "()"}))
+        first.append({k: v for k, v in read_metrics(out)[0].items() if k.startswith("loss_")})
+    assert first[0] and first[0] == first[1]
