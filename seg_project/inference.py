@@ -1,0 +1,175 @@
+"""Prediction with a trained model: images of any size -> COCO result entries (RLE masks).
+
+``Predictor`` loads a config and weights and predicts image files or arrays; each image gives
+a list of entries ``{"bbox": [x, y, w, h], "score", "category_id" (dataset id 1..K),
+"segmentation": {"size": [H, W], "counts": str}}`` at the image's original size. With
+``tta=True`` it merges horizontal and vertical flips at several scales (``CellsTTA``).
+"""
+
+import copy
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
+from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
+
+from .data.image_io import read_image
+from .data.mapper import to_model_format
+from .engine.checkpointer import CellsCheckpointer
+from .postprocess import RLEOutputModel, instances_to_coco_entries, postprocess_to_rle
+
+__all__ = ["CellsTTA", "FlipResizeTTAMapper", "Predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+class FlipResizeTTAMapper:
+    """Test-time views of an image: each scale as is, flipped left-right and flipped
+    top-bottom (Detectron2's ``DatasetMapperTTA`` has only the horizontal flip)."""
+
+    def __init__(self, min_sizes: Sequence[int], max_size: int, hflip: bool = True,
+                 vflip: bool = True):
+        self.min_sizes = list(min_sizes)
+        self.max_size = max_size
+        self.flips = [None]
+        if hflip:
+            self.flips.append(T.RandomFlip(prob=1.0, horizontal=True, vertical=False))
+        if vflip:
+            self.flips.append(T.RandomFlip(prob=1.0, horizontal=False, vertical=True))
+
+    def __call__(self, dataset_dict: Dict) -> List[Dict]:
+        image = dataset_dict["image"].permute(1, 2, 0).numpy()
+        views = []
+        for min_size in self.min_sizes:
+            for flip in self.flips:
+                augs = [T.ResizeShortestEdge(min_size, self.max_size)] + ([flip] if flip else [])
+                new_image, tfms = T.apply_augmentations(augs, np.copy(image))
+                view = copy.copy(dataset_dict)
+                view["image"] = torch.from_numpy(np.ascontiguousarray(new_image.transpose(2, 0, 1)))
+                view["transforms"] = NoOpTransform() + tfms
+                views.append(view)
+        return views
+
+
+class CellsTTA(GeneralizedRCNNWithTTA):
+    """Detectron2's TTA wrapper with vertical flips undone on masks, and masks returned as
+    RLE crops (:func:`seg_project.postprocess.postprocess_to_rle`) instead of full bitmaps.
+
+    Inputs are dicts with ``image`` (CHW, original size, model format), ``height``, ``width``.
+    """
+
+    def __init__(self, cfg, model, batch_size: int = 3, mask_threshold: float = 0.5):
+        aug = cfg.TEST.AUG
+        mapper = FlipResizeTTAMapper(aug.MIN_SIZES, aug.MAX_SIZE, aug.FLIP, aug.VFLIP)
+        super().__init__(cfg, model, tta_mapper=mapper, batch_size=batch_size)
+        self.mask_threshold = mask_threshold
+
+    def _reduce_pred_masks(self, outputs, tfms):
+        for output, tfm in zip(outputs, tfms):
+            if any(isinstance(t, HFlipTransform) for t in tfm.transforms):
+                output.pred_masks = output.pred_masks.flip(dims=[3])
+            if any(isinstance(t, VFlipTransform) for t in tfm.transforms):
+                output.pred_masks = output.pred_masks.flip(dims=[2])
+        return torch.stack([o.pred_masks for o in outputs], dim=0).mean(dim=0)
+
+    def _inference_one_image(self, inputs):
+        height, width = inputs["height"], inputs["width"]
+        views, tfms = self._get_augmented_inputs(inputs)
+        with self._turn_off_roi_heads(["mask_on", "keypoint_on"]):
+            boxes, scores, classes = self._get_augmented_boxes(views, tfms)
+        merged = self._merge_detections(boxes, scores, classes, (height, width))
+        if self.cfg.MODEL.MASK_ON and len(merged):
+            outputs = self._batch_inference(views, self._rescale_detected_boxes(views, merged,
+                                                                                tfms))
+            merged.pred_masks = self._reduce_pred_masks(outputs, tfms)
+        return {"instances": postprocess_to_rle(merged, height, width, self.mask_threshold)}
+
+
+class Predictor:
+    """Predict cell instances with a config and a weights file.
+
+    Args:
+        cfg: a config with seg_project's keys (``seg_project.get_seg_project_cfg``).
+        weights: a weights file (``model_best.pth``, ``model_final.pth``, a model-zoo URL);
+            default ``cfg.MODEL.WEIGHTS``.
+        device: "cpu", "cuda", "cuda:1"...; default ``cfg.MODEL.DEVICE`` (cpu without a GPU).
+        tta: merge flipped and rescaled views (``TEST.AUG.MIN_SIZES``, ``MAX_SIZE``, ``FLIP``,
+            ``VFLIP``).
+        score_threshold: keep detections scoring at least this; default
+            ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
+        max_detections: detections per image; default ``TEST.DETECTIONS_PER_IMAGE``.
+        mask_threshold: mask probability threshold.
+
+    Raises:
+        WeightsNotFoundError: the weights file is missing or cannot be downloaded.
+    """
+
+    def __init__(self, cfg, weights: Optional[str] = None, device: Optional[str] = None,
+                 tta: bool = False, score_threshold: Optional[float] = None,
+                 max_detections: Optional[int] = None, mask_threshold: float = 0.5):
+        cfg = cfg.clone()
+        cfg.defrost()
+        if weights is not None:
+            cfg.MODEL.WEIGHTS = weights
+        cfg.MODEL.DEVICE = device or cfg.MODEL.DEVICE
+        if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+            logger.warning(f"MODEL.DEVICE {cfg.MODEL.DEVICE} but no GPU is available: using cpu")
+            cfg.MODEL.DEVICE = "cpu"
+        if score_threshold is not None:
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+        if max_detections is not None:
+            cfg.TEST.DETECTIONS_PER_IMAGE = max_detections
+        cfg.freeze()
+        self.cfg = cfg
+        model = build_model(cfg)
+        model.eval()
+        CellsCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        self.tta = tta
+        self.model = CellsTTA(cfg, model) if tta else RLEOutputModel(model, mask_threshold)
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.class_to_category = self._class_to_category(cfg)
+
+    @staticmethod
+    def _class_to_category(cfg) -> Dict[int, int]:
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+            mapping = MetadataCatalog.get(name).get("thing_dataset_id_to_contiguous_id", None)
+            if mapping and len(mapping) == num_classes:
+                return {v: k for k, v in mapping.items()}
+        return {k: k + 1 for k in range(num_classes)}  # the course's ids 1..K
+
+    def _inputs(self, image: np.ndarray) -> Dict:
+        height, width = image.shape[:2]
+        image = to_model_format(image, self.cfg.INPUT.FORMAT)
+        if not self.tta:
+            image = self.resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
+
+    @torch.no_grad()
+    def predict_images(self, images: Sequence[np.ndarray]) -> List[List[Dict]]:
+        """Predict a batch of ``HxWx3 uint8`` RGB images; one list of entries per image."""
+        outputs = self.model([self._inputs(image) for image in images])
+        return [instances_to_coco_entries(o["instances"], None, self.class_to_category)
+                for o in outputs]
+
+    def predict_image(self, image: np.ndarray) -> List[Dict]:
+        """Predict one ``HxWx3 uint8`` RGB image."""
+        return self.predict_images([image])[0]
+
+    def predict_files(self, paths: Iterable, batch_size: int = 1
+                      ) -> Iterator[Tuple[Path, List[Dict]]]:
+        """Yield ``(path, entries)`` for each image file, read with the project's reader."""
+        batch: List[Path] = []
+        for path in paths:
+            batch.append(Path(path))
+            if len(batch) == batch_size:
+                yield from zip(batch, self.predict_images([read_image(p) for p in batch]))
+                batch = []
+        if batch:
+            yield from zip(batch, self.predict_images([read_image(p) for p in batch]))

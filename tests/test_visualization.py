@@ -1,0 +1,462 @@
+"""Pictures of ground truth and predictions (seg_project.visualization, tools/visualize*.py):
+sizes, that instances are drawn where they are, score threshold and cap, bbox formats, the
+crop decoder, atomic writes, and the tools end to end on a tiny course-layout dataset."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import tifffile
+from conftest import QUICK_CONFIG, REPO, load_tool
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from seg_project import visualization as vis
+from seg_project.data.catalog import register_cells
+from seg_project.data.image_io import DatasetError, read_image
+from seg_project.data.reader import load_annotated_split
+from seg_project.data.rle import decode, encode_crop
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CONSEP_TEST = DATA / "consep" / "test"
+HW3 = DATA / "hw3-sample"
+H, W = 180, 200  # big enough for the legend and titles (>= 160 px)
+# Square instances (x0, y0, size, class 1..K) of the tiny images (clear of the legend).
+SQUARES = [(20, 100, 24, 1), (90, 40, 30, 2), (140, 120, 20, 2)]
+TINY_DATASET = "vis_test_tiny"
+
+
+def _image(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(90, 140, size=(H, W, 3))).astype(np.uint8)
+
+
+def _square_rle(x0, y0, size):
+    return encode_crop(np.ones((size, size), bool), x0, y0, H, W)
+
+
+def _region(picture, image, x0, y0, size):
+    """Share of pixels inside a square (1 px in from its edge) that the drawing changed."""
+    inner = (slice(y0 + 1, y0 + size - 1), slice(x0 + 1, x0 + size - 1))
+    return float(np.any(picture[inner] != image[inner], axis=-1).mean())
+
+
+def _record(file_name="x/image.tif", image_id=1):
+    annotations = [{"bbox": [x, y, s, s], "bbox_mode": 1, "category_id": c - 1,
+                    "segmentation": _square_rle(x, y, s), "area": s * s, "iscrowd": 0}
+                   for x, y, s, c in SQUARES]
+    return {"file_name": file_name, "image_id": image_id, "height": H, "width": W,
+            "annotations": annotations}
+
+
+def _entries(image_id=1, xyxy=False, scores=(0.95, 0.7, 0.3)):
+    entries = []
+    for (x, y, s, c), score in zip(SQUARES, scores):
+        box = [x, y, x + s, y + s] if xyxy else [x, y, s, s]
+        entries.append({"image_id": image_id, "bbox": [float(v) for v in box], "score": score,
+                        "category_id": c, "segmentation": _square_rle(x, y, s)})
+    return entries
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    return vis.metadata_for_classes(["alpha", "beta", "gamma", "delta"])
+
+
+@pytest.fixture
+def course_root(tmp_path):
+    """A course-layout root: train/ with two annotated images, test_release/ with two test
+    images, and the mapping file giving them ids 7 and 3."""
+    root = tmp_path / "root"
+    for index, name in enumerate(["img_a", "img_b"]):
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        rgba = np.dstack([_image(index), np.full((H, W), 255, np.uint8)])
+        tifffile.imwrite(folder / "image.tif", rgba, compression="lzw")
+        for number in (1, 2):
+            mask = np.zeros((H, W), np.float64)
+            for instance, (x, y, s, c) in enumerate(SQUARES, start=1):
+                if c == number:
+                    mask[y:y + s, x:x + s] = instance
+            tifffile.imwrite(folder / f"class{number}.tif", mask)
+    test_dir = root / "test_release"
+    test_dir.mkdir()
+    mapping = []
+    for index, (name, image_id) in enumerate([("b-uuid.tif", 7), ("a-uuid.tif", 3)]):
+        tifffile.imwrite(test_dir / name, _image(10 + index))
+        mapping.append({"file_name": name, "id": image_id, "height": H, "width": W})
+    (root / "test_image_name_to_ids.json").write_text(json.dumps(mapping))
+    return root
+
+
+def _write_results(path, entries):
+    path.write_text(json.dumps(entries))
+    return path
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def test_crop_decoder_matches_pycocotools():
+    rng = np.random.default_rng(3)
+    height, width = 37, 29
+    masks = [rng.random((height, width)) > 0.6 for _ in range(5)]
+    masks.append(np.zeros((height, width), bool))
+    full_height = np.zeros((height, width), bool)  # runs cross columns: top + bottom rows
+    full_height[:, 3:6] = True
+    masks.append(full_height)
+    corner = np.zeros((height, width), bool)
+    corner[-1, -1] = True
+    masks.append(corner)
+    rles = [mask_util.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+    for mask, (crop, x0, y0) in zip(masks, vis._decode_crops(rles)):
+        if not mask.any():
+            assert crop is None
+            continue
+        rebuilt = np.zeros_like(mask)
+        rebuilt[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+        np.testing.assert_array_equal(rebuilt, mask)
+
+
+def test_ground_truth_is_drawn_where_the_instances_are(metadata):
+    image = _image()
+    picture = vis.draw_ground_truth(image, _record(), metadata)
+    assert picture.shape == image.shape and picture.dtype == np.uint8
+    for x, y, s, _ in SQUARES:
+        assert _region(picture, image, x, y, s) > 0.9
+    assert not np.array_equal(picture, image)
+
+
+def test_ground_truth_cap_draws_fewer(metadata):
+    image = _image()
+    picture = vis.draw_ground_truth(image, _record(), metadata, max_instances=1, legend=False)
+    x, y, s, _ = SQUARES[0]
+    assert _region(picture, image, x, y, s) > 0.9
+    for x, y, s, _ in SQUARES[1:]:
+        assert _region(picture, image, x, y, s) < 0.2
+
+
+def test_ground_truth_size_mismatch_is_refused(metadata):
+    with pytest.raises(ValueError, match="x/image.tif"):
+        vis.draw_ground_truth(_image()[:100], _record(), metadata)
+
+
+def test_score_threshold_and_cap_reduce_what_is_drawn(metadata):
+    image = _image()
+    options = dict(labels=False, legend=False)
+    everything = vis.draw_predictions(image, _entries(), metadata, 0.0, **options)
+    assert all(_region(everything, image, x, y, s) > 0.9 for x, y, s, _ in SQUARES)
+    confident = vis.draw_predictions(image, _entries(), metadata, 0.5, **options)
+    changed = [_region(confident, image, x, y, s) for x, y, s, _ in SQUARES]
+    assert changed[0] > 0.9 and changed[1] > 0.9 and changed[2] < 0.2
+    # The cap keeps the highest scores, whatever the order of the entries.
+    capped = vis.draw_predictions(image, _entries()[::-1], metadata, 0.0, max_instances=1,
+                                  **options)
+    changed = [_region(capped, image, x, y, s) for x, y, s, _ in SQUARES]
+    assert changed[0] > 0.9 and max(changed[1:]) < 0.2
+
+
+def test_labels_add_text(metadata):
+    image = _image()
+    plain = vis.draw_predictions(image, _entries(), metadata, 0.0, labels=False, legend=False)
+    labelled = vis.draw_predictions(image, _entries(), metadata, 0.0, labels=True,
+                                    legend=False)
+    assert np.any(plain != labelled)
+
+
+def test_unknown_category_names_the_source(metadata):
+    entries = _entries()
+    entries[0]["category_id"] = 9
+    with pytest.raises(DatasetError, match=r"results\.json.*category_id 9"):
+        vis.draw_predictions(_image(), entries, metadata, where="results.json")
+
+
+def test_mask_of_another_size_is_refused(metadata):
+    entries = _entries()
+    entries[1]["segmentation"] = encode_crop(np.ones((3, 3), bool), 0, 0, 50, 50)
+    with pytest.raises(DatasetError, match=r"size \[50, 50\] does not match"):
+        vis.draw_predictions(_image(), entries, metadata, 0.0)
+
+
+def test_bbox_format_detection():
+    assert vis.detect_bbox_format(_entries(xyxy=True)) == "xyxy"
+    assert vis.detect_bbox_format(_entries(xyxy=False)) == "xywh"
+    boxes_only = [{"bbox": [50, 60, 10, 10], "score": 1.0, "category_id": 1}]
+    assert vis.detect_bbox_format(boxes_only) == "xywh"  # x2 < x1: cannot be XYXY
+
+
+def test_xyxy_boxes_are_drawn_at_their_corners(metadata):
+    image = np.full((H, W, 3), 128, np.uint8)
+    entry = {"bbox": [40.0, 40.0, 80.0, 80.0], "score": 0.9, "category_id": 1}  # no mask
+    options = dict(boxes=True, labels=False, legend=False)
+    as_xyxy = vis.draw_predictions(image, [entry], metadata, bbox_format="xyxy", **options)
+    as_xywh = vis.draw_predictions(image, [entry], metadata, bbox_format="xywh", **options)
+
+    def right_edge(picture, x):
+        return int(np.any(picture[45:75, x - 1:x + 2] != 128, axis=-1).sum())
+
+    assert right_edge(as_xyxy, 80) > 10 and right_edge(as_xyxy, 120) == 0
+    assert right_edge(as_xywh, 120) > 10 and right_edge(as_xywh, 80) == 0
+
+
+def test_side_by_side():
+    left, right = _image(1), _image(2)
+    both = vis.side_by_side(left, right)
+    assert both.shape == (H, 2 * W, 3)
+    assert np.all(both[:, W - 1:W + 1] == 255)  # the separator
+    np.testing.assert_array_equal(both[:20, W + 2:], right[:20, 2:])  # titles sit at the bottom
+    assert np.any(both[-20:, :W] != left[-20:])
+    with pytest.raises(ValueError, match="one size"):
+        vis.side_by_side(left, right[:10])
+
+
+def test_save_png_is_atomic_and_keeps_existing_files(tmp_path):
+    picture = _image()
+    target = vis.save_png(tmp_path / "a.png", picture)
+    np.testing.assert_array_equal(read_image(target), picture)
+    with pytest.raises(FileExistsError, match="a.png"):
+        vis.save_png(target, np.zeros_like(picture))
+    np.testing.assert_array_equal(read_image(target), picture)
+    vis.save_png(target, np.zeros_like(picture), overwrite=True)
+    assert read_image(target).max() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary files left
+
+
+def test_select_records():
+    records = [{"file_name": f"/d/img{i}/image.tif"} for i in range(10)]
+    first = vis.select_records(records, sample=3, seed=5)
+    assert first == vis.select_records(records, sample=3, seed=5)
+    assert len(first) == 3 and first == sorted(first, key=records.index)
+    assert vis.select_records(records, sample=3, seed=6) != first
+    assert vis.select_records(records, sample=50) == records
+    picked = vis.select_records(records, names=["img7", "img2"])
+    assert [vis.image_name(r["file_name"]) for r in picked] == ["img2", "img7"]
+    with pytest.raises(ValueError, match="img99"):
+        vis.select_records(records, names=["img99"])
+
+
+def test_load_results_names_file_and_entry(tmp_path):
+    good = _write_results(tmp_path / "good.json", _entries())
+    assert len(vis.load_results(good)) == 3
+    bad_entries = _entries()
+    del bad_entries[1]["score"]
+    bad = _write_results(tmp_path / "bad.json", bad_entries)
+    with pytest.raises(DatasetError, match=r"bad\.json: entry 1: score"):
+        vis.load_results(bad)
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    with pytest.raises(DatasetError, match="broken.json: not valid JSON"):
+        vis.load_results(broken)
+
+
+# ---------------------------------------------------------------- the tools
+
+
+def test_visualize_data_on_a_root(course_root, tmp_path):
+    out = tmp_path / "pictures"
+    tool = load_tool("visualize_data")
+    assert tool.main([str(course_root), "--out", str(out), "--num-classes", "2"]) == 0
+    pictures = sorted(out.iterdir())
+    assert [p.name for p in pictures] == ["img_a.png", "img_b.png"]
+    drawn = read_image(pictures[0])
+    image = read_image(course_root / "train" / "img_a" / "image.tif")
+    assert drawn.shape == image.shape
+    assert all(_region(drawn, image, x, y, s) > 0.9 for x, y, s, _ in SQUARES)
+    # Nothing is overwritten without --overwrite; the refusal comes before any drawing.
+    before = pictures[0].read_bytes()
+    assert tool.main([str(course_root), "--out", str(out), "--num-classes", "2"]) == 2
+    assert pictures[0].read_bytes() == before
+    assert tool.main([str(course_root), "--out", str(out), "--num-classes", "2",
+                      "--overwrite", "--names", "img_b"]) == 0
+
+
+def test_visualize_data_on_a_registered_dataset(course_root, tmp_path):
+    register_cells(TINY_DATASET, course_root / "train", names=["img_b"],
+                   class_names=["a", "b"], cache_dir=False)
+    try:
+        out = tmp_path / "pictures"
+        assert load_tool("visualize_data").main([TINY_DATASET, "--out", str(out)]) == 0
+        assert [p.name for p in out.iterdir()] == ["img_b.png"]
+    finally:
+        DatasetCatalog.remove(TINY_DATASET)
+        MetadataCatalog.remove(TINY_DATASET)
+
+
+def test_visualize_data_runs_as_a_script(course_root, tmp_path):
+    """The file runs as a command (entry point, imports, exit status)."""
+    out = tmp_path / "pictures"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "visualize_data.py"), str(course_root),
+         "--out", str(out), "--num-classes", "2", "--sample", "1", "--seed", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 1 picture(s)" in done.stdout
+    assert len(list(out.glob("img_*.png"))) == 1
+
+
+def test_visualize_data_bad_source(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert load_tool("visualize_data").main([str(missing), "--out", str(tmp_path)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_visualize_results_with_mapping_file(course_root, tmp_path):
+    test_dir = course_root / "test_release"
+    # The staff's example writes XYXY boxes; "auto" finds that out from the masks.
+    results = _write_results(tmp_path / "results.json",
+                             _entries(image_id=7, xyxy=True) + _entries(image_id=3)[:1])
+    out = tmp_path / "pictures"
+    rc = load_tool("visualize").main([
+        "--results", str(results), "--images", str(test_dir), "--id-map",
+        str(course_root / "test_image_name_to_ids.json"), "--out", str(out),
+        "--score-threshold", "0.5"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a-uuid.png", "b-uuid.png"]
+    with_three = read_image(out / "b-uuid.png")  # id 7: two entries above 0.5
+    image = read_image(test_dir / "b-uuid.tif")
+    assert with_three.shape == image.shape
+    changed = [_region(with_three, image, x, y, s) for x, y, s, _ in SQUARES]
+    assert changed[0] > 0.9 and changed[1] > 0.9 and changed[2] < 0.2
+    with_one = read_image(out / "a-uuid.png")  # id 3: one entry
+    image = read_image(test_dir / "a-uuid.tif")
+    changed = [_region(with_one, image, x, y, s) for x, y, s, _ in SQUARES]
+    assert changed[0] > 0.9 and max(changed[1:]) < 0.2
+
+
+def test_visualize_results_with_sorted_names(course_root, tmp_path, caplog):
+    test_dir = course_root / "test_release"
+    # Without a mapping, ids are 1..n in sorted file-name order: a-uuid.tif is 1.
+    results = _write_results(tmp_path / "results.json", _entries(image_id=1)[:1])
+    out = tmp_path / "pictures"
+    tool = load_tool("visualize")
+    assert tool.main(["--results", str(results), "--images", str(test_dir),
+                      "--out", str(out)]) == 0
+    assert "sorted file-name order" in caplog.text
+    x, y, s, _ = SQUARES[0]
+    assert _region(read_image(out / "a-uuid.png"), read_image(test_dir / "a-uuid.tif"),
+                   x, y, s) > 0.9
+    assert _region(read_image(out / "b-uuid.png"), read_image(test_dir / "b-uuid.tif"),
+                   x, y, s) < 0.2
+
+
+def test_visualize_results_unknown_image_id(course_root, tmp_path, capsys):
+    results = _write_results(tmp_path / "results.json", _entries(image_id=42))
+    rc = load_tool("visualize").main([
+        "--results", str(results), "--images", str(course_root / "test_release"),
+        "--id-map", str(course_root / "test_image_name_to_ids.json"),
+        "--out", str(tmp_path / "pictures")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "results.json" in err and "42" in err
+    assert not (tmp_path / "pictures").exists()
+
+
+def test_visualize_results_next_to_ground_truth(course_root, tmp_path):
+    records = vis.load_annotated_source(course_root, class_names=["a", "b"])[0]
+    image_id = records[0]["image_id"]
+    results = _write_results(tmp_path / "results.json", _entries(image_id=image_id))
+    out = tmp_path / "pictures"
+    rc = load_tool("visualize").main([
+        "--results", str(results), "--gt-root", str(course_root), "--class-names", "a,b",
+        "--out", str(out), "--sample", "1", "--seed", "0", "--names", "img_a"])
+    assert rc == 0
+    picture = read_image(out / "img_a.png")
+    assert picture.shape == (H, 2 * W, 3)
+    image = read_image(course_root / "train" / "img_a" / "image.tif")
+    for x, y, s, _ in SQUARES:
+        assert _region(picture[:, :W], image, x, y, s) > 0.9  # ground truth, all three
+    assert _region(picture[:, W:], image, *SQUARES[2][:3]) < 0.2  # score 0.3: not drawn
+
+
+def _fake_predict_files(cfg, weights, device, paths):
+    for path in paths:
+        yield path, [{k: v for k, v in e.items() if k != "image_id"} for e in _entries()]
+
+
+def test_visualize_model_plumbing(course_root, tmp_path, monkeypatch):
+    """The model mode around the predictor (which is faked here): config, images, output."""
+    config = tmp_path / "config.yaml"
+    config.write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 2\nDATASETS:\n  CELLS:\n"
+                      "    CLASS_NAMES: [a, b]\n")
+    monkeypatch.setattr(vis, "_predict_files", _fake_predict_files)
+    out = tmp_path / "pictures"
+    rc = load_tool("visualize").main([
+        "--config-file", str(config), "--weights", str(tmp_path / "model.pth"),
+        "--images", str(course_root / "test_release" / "a-uuid.tif"), "--out", str(out),
+        "--device", "cpu"])
+    assert rc == 0
+    picture = read_image(out / "a-uuid.png")
+    image = read_image(course_root / "test_release" / "a-uuid.tif")
+    assert _region(picture, image, *SQUARES[0][:3]) > 0.9
+    assert _region(picture, image, *SQUARES[2][:3]) < 0.2
+
+
+def test_visualize_model_with_real_predictor(course_root, tmp_path):
+    try:
+        import seg_project.inference  # noqa: F401
+    except ImportError:
+        pytest.skip("seg_project.inference not available yet")
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from seg_project.config import get_seg_project_cfg
+
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(QUICK_CONFIG))
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("model")  # untrained
+    config = QUICK_CONFIG
+    out = tmp_path / "pictures"
+    rc = load_tool("visualize").main([
+        "--config-file", str(config), "--weights", str(tmp_path / "model.pth"),
+        "--images", str(course_root / "test_release"), "--out", str(out), "--device", "cpu",
+        "--score-threshold", "0"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a-uuid.png", "b-uuid.png"]
+    assert read_image(out / "a-uuid.png").shape == (H, W, 3)
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_consep_ground_truth_picture(metadata):
+    if not CONSEP_TEST.is_dir():
+        pytest.skip(f"CoNSeP data not found at {CONSEP_TEST}")
+    record = load_annotated_split(CONSEP_TEST, 4, names=["test_2"], cache_dir=False)[0]
+    image = read_image(record["file_name"])
+    picture = vis.draw_ground_truth(image, record, metadata)
+    assert picture.shape == image.shape == (1000, 1000, 3)
+    # Every instance is drawn: (nearly) all of its pixels changed.
+    union = decode(mask_util.merge([ann["segmentation"] | {"counts": ann["segmentation"][
+        "counts"].encode()} for ann in record["annotations"]])) > 0
+    changed = np.any(picture != image, axis=-1)
+    assert changed[union].mean() > 0.9
+
+
+def test_course_sample_through_the_tool(tmp_path):
+    if not (HW3 / "train").is_dir():
+        pytest.skip(f"course sample data not found at {HW3}")
+    out = tmp_path / "pictures"
+    assert load_tool("visualize_data").main([str(HW3), "--out", str(out)]) == 0
+    picture = read_image(out / "ta-sample.png")
+    assert picture.shape == read_image(HW3 / "train" / "ta-sample" / "image.tif").shape
+
+
+def test_staff_example_boxes_are_xyxy():
+    example = HW3 / "submission_example" / "test-results.json"
+    if not example.is_file():
+        pytest.skip(f"course sample data not found at {example}")
+    assert vis.detect_bbox_format(vis.load_results(example)) == "xyxy"
+
+
+def test_corrupt_mask_names_the_source(metadata):
+    entries = _entries()
+    good = entries[0]["segmentation"]["counts"]
+    for counts in (good[:-3], "0" + good, "zzzz" + good):  # cut off; runs past the image
+        entries[0]["segmentation"] = {"size": [H, W], "counts": counts}
+        with pytest.raises(DatasetError, match=r"res\.json: RLE counts"):
+            vis.draw_predictions(_image(), entries, metadata, where="res.json")

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Draw predictions, from a COCO results JSON or from a trained model, one PNG per image.
+
+With a dataset that has ground truth (--dataset cells_val, or --gt-root ROOT), each picture
+shows the ground truth (left) and the predictions (right), double width.
+
+Examples:
+    # a results JSON (e.g. test-results.json) over the test images; image ids from the
+    # mapping file, or 1..n in sorted file-name order without --id-map
+    python tools/visualize.py --results test-results.json --images data/test_release \\
+        --id-map data/test_image_name_to_ids.json --out pictures/test
+    # a model's predictions next to the validation ground truth
+    python tools/visualize.py --config-file configs/X.yaml --weights output/model_final.pth \\
+        --dataset cells_val --out pictures/val --sample 5
+"""
+
+import argparse
+import logging
+import sys
+
+from seg_project import visualization
+from seg_project.data.image_io import DatasetError
+
+
+def main(argv=None) -> int:
+    """Parse the command line, draw the pictures; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", metavar="JSON", help="COCO results JSON to draw")
+    source.add_argument("--weights", metavar="PTH",
+                        help="model checkpoint to run (needs --config-file)")
+    parser.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILES",
+                        help="image folder (or, with --weights, image files)")
+    parser.add_argument("--id-map", default=None, metavar="JSON",
+                        help="test_image_name_to_ids.json: image ids of --images (default: "
+                             "1..n in sorted file-name order)")
+    parser.add_argument("--dataset", default=None,
+                        help="registered dataset with ground truth (e.g. cells_val)")
+    parser.add_argument("--gt-root", default=None, metavar="ROOT",
+                        help="course-layout folder with ground truth (ROOT/--split is read)")
+    parser.add_argument("--bbox-format", choices=visualization.BBOX_FORMATS, default="auto",
+                        help="box layout in --results (default auto: compared with the masks)")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="draw predictions scoring at least this (default 0.5)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, ... (default: the config's MODEL.DEVICE)")
+    visualization.add_picture_arguments(parser)
+    parser.set_defaults(max_instances=300)
+    args = parser.parse_args(argv)
+    if args.weights and not args.config_file:
+        parser.error("--weights needs --config-file")
+    if args.weights and args.id_map:
+        parser.error("--id-map only applies to --results")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    options = visualization.picture_options(args)
+    options.update(images=args.images, dataset=args.dataset, gt_root=args.gt_root,
+                   score_threshold=args.score_threshold)
+    try:
+        if args.results:
+            options.update(id_map=args.id_map, bbox_format=args.bbox_format)
+            written = visualization.visualize_results(args.results, **options)
+        else:
+            written = visualization.visualize_model(args.weights, device=args.device, **options)
+    except (DatasetError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} picture(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
