@@ -1,38 +1,37 @@
-"""Training curves of Detectron2 runs: read ``metrics.json`` (+ ``config.yaml``), plot, summarize.
-
-A run is a Detectron2 output folder holding ``metrics.json`` (Detectron2's ``JSONWriter``: one
-JSON object per line with ``"iteration"`` and scalars) and, optionally, ``config.yaml``. A
-resumed run appends to the same file, so an iteration may appear again later: the last
-occurrence of a key at an iteration wins and every series is sorted by iteration. Blank and
-unreadable lines (the truncated last line of a killed run) are skipped with a warning.
-
-The epoch axis uses ``SOLVER.ITERS_PER_EPOCH`` of ``config.yaml`` (or ``MAX_ITER / EPOCHS``),
-else the ``"epoch"`` values of ``metrics.json``; with neither, figures use iterations and say so.
+"""Figures of training runs (loss, loss components, learning rate, validation AP), written
+as PNG files.
 
 Figures are drawn on plain :class:`matplotlib.figure.Figure` objects (Agg, no screen, no pyplot
-state) and written atomically; each run keeps its color in every figure.
+state) and written atomically; each run keeps its color in every figure. Iterations are on
+the x axis, with epochs on top when the runs share an epoch length (:mod:`seg_project.curves`).
+
+Reading runs (:mod:`seg_project.curves`) and the summary table
+(:mod:`seg_project.curve_summary`) are importable from here as well.
 """
 
-import csv
-import io
-import json
 import logging
 import math
-import os
-import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .data.image_io import DatasetError
+from .atomic_files import atomic_write, prepare_out_dir
+from .curve_summary import SUMMARY_COLUMNS, format_summary, summarize_runs, write_summary
+from .curves import (
+    EVAL_TASKS,
+    TOTAL_LOSS,
+    RunCurves,
+    load_run,
+    load_runs,
+    read_metrics,
+    read_run_config,
+)
 
 __all__ = [
     "RunCurves",
@@ -57,429 +56,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
-TOTAL_LOSS = "total_loss"
 # Loss components in the order Mask R-CNN reports them; other "loss_*" keys follow, sorted.
 _LOSS_ORDER = ("loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
-_EVAL_TASKS = ("segm", "bbox")
 _TASK_STYLE = {"segm": "-", "bbox": "--"}
 _DPI = 110
 
-Series = Tuple[np.ndarray, np.ndarray]
 
-
-# --------------------------------------------------------------------------------------------
-# Reading runs
-# --------------------------------------------------------------------------------------------
-@dataclass
-class RunCurves:
-    """The scalar series of one training run.
-
-    Attributes:
-        name: Label of the run in figures and tables.
-        metrics_file: The ``metrics.json`` the series were read from.
-        series: Key -> (iterations ``int64``, values ``float64``), sorted by iteration.
-        iters_per_epoch: Iterations per epoch, or None when unknown.
-        epoch_source: Where ``iters_per_epoch`` came from ("" when unknown).
-        max_iter: ``SOLVER.MAX_ITER`` of ``config.yaml`` (None when absent).
-    """
-
-    name: str
-    metrics_file: Path
-    series: Dict[str, Series]
-    iters_per_epoch: Optional[float] = None
-    epoch_source: str = ""
-    max_iter: Optional[int] = None
-
-    def to_epoch(self, iterations) -> Optional[np.ndarray]:
-        """Epochs completed after ``iterations`` (``(iteration + 1) / iters_per_epoch``), or
-        None when the epoch length is unknown."""
-        if not self.iters_per_epoch:
-            return None
-        return (np.asarray(iterations, dtype=np.float64) + 1.0) / self.iters_per_epoch
-
-    @property
-    def last_iteration(self) -> int:
-        """The highest iteration of any series."""
-        return max(int(its[-1]) for its, _ in self.series.values())
-
-    def keys_with_prefix(self, prefix: str) -> List[str]:
-        """The series keys that start with ``prefix``, in the order they were first seen."""
-        return [k for k in self.series if k.startswith(prefix)]
-
-
-def _parse_record(text: str) -> Optional[dict]:
-    """One metrics line as a dict with an integer ``"iteration"``, or None if it is not one."""
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    it = record.get("iteration")
-    if isinstance(it, bool) or not isinstance(it, (int, float)) or not float(it).is_integer():
-        return None
-    record["iteration"] = int(it)
-    return record
-
-
-def _parse_line(text: str) -> Tuple[Optional[dict], bool]:
-    """Parse a line; returns (record or None, whether it was recovered from a joined line).
-
-    A killed run leaves a truncated last line without a newline; when the run is resumed,
-    the next record is appended to it. Detectron2's records are flat, so the last ``{``
-    starts the intact record.
-    """
-    record = _parse_record(text)
-    if record is not None:
-        return record, False
-    start = text.rfind("{")
-    if start > 0:
-        record = _parse_record(text[start:])
-        if record is not None:
-            return record, True
-    return None, False
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise DatasetError(path, "file not found")
-    if not path.is_file():
-        raise DatasetError(path, "is not a file")
-
-
-def _warn_lines(path: Path, lines: List[int], total: int, what: str) -> None:
-    if not lines:
-        return
-    shown = ", ".join(str(n) for n in lines[:10]) + (" ..." if len(lines) > 10 else "")
-    logger.warning(f"{path}: {len(lines)} {what} (line {shown} of {total})")
-
-
-def read_metrics(path) -> Dict[str, Series]:
-    """Read a Detectron2 ``metrics.json`` into sorted series.
-
-    Args:
-        path: The ``metrics.json`` file.
-
-    Returns:
-        Key -> (iterations, values) for every numeric key; the last occurrence of a key at an
-        iteration wins (a resumed run rewrites iterations).
-
-    Raises:
-        DatasetError: The file is missing, or no line of it is a metrics record.
-    """
-    path = Path(path)
-    _require_file(path)
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    table: Dict[str, Dict[int, float]] = {}
-    blank, bad, joined = [], [], []
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text:
-            blank.append(number)
-            continue
-        record, recovered = _parse_line(text)
-        if record is None:
-            bad.append(number)
-            continue
-        if recovered:
-            joined.append(number)
-        iteration = record.pop("iteration")
-        for key, value in record.items():
-            if _is_number(value):
-                table.setdefault(key, {})[iteration] = float(value)
-    if not table:
-        raise DatasetError(path, f"no Detectron2 metrics record (a JSON object with "
-                                 f"'iteration' and scalars) in its {len(lines)} lines")
-    last = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
-    if bad and bad[-1] == last:
-        logger.warning(f"{path}: skipped the truncated last line {bad[-1]} (a killed run?)")
-        bad.pop()
-    _warn_lines(path, bad, len(lines), "unreadable line(s) skipped")
-    _warn_lines(path, blank, len(lines), "blank line(s) skipped")
-    _warn_lines(path, joined, len(lines), "line(s) with a truncated record followed by an "
-                                          "intact one (a killed run resumed): the intact one "
-                                          "was kept")
-    series = {}
-    for key, values in table.items():
-        its = np.array(sorted(values), dtype=np.int64)
-        series[key] = (its, np.array([values[i] for i in its.tolist()], dtype=np.float64))
-    return series
-
-
-def read_run_config(path) -> Dict[str, float]:
-    """The epoch-related ``SOLVER`` keys of a Detectron2 ``config.yaml`` dump.
-
-    Args:
-        path: The ``config.yaml`` file.
-
-    Returns:
-        The keys among ``ITERS_PER_EPOCH``, ``MAX_ITER`` and ``EPOCHS`` that hold positive
-        numbers (missing or zero keys are left out).
-
-    Raises:
-        DatasetError: The file is not YAML or not a mapping.
-    """
-    path = Path(path)
-    _require_file(path)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"is not a readable YAML file ({e})") from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise DatasetError(path, "is not a Detectron2 config (its top level is not a mapping)")
-    solver = cfg.get("SOLVER") or {}
-    if not isinstance(solver, dict):
-        raise DatasetError(path, "SOLVER is not a mapping")
-    return {key: solver[key] for key in ("ITERS_PER_EPOCH", "MAX_ITER", "EPOCHS")
-            if _is_number(solver.get(key)) and solver[key] > 0}
-
-
-def _epoch_length(solver: Dict[str, float], series: Dict[str, Series]) -> Tuple[float, str]:
-    """Iterations per epoch and where they came from, or (0, "") when unknown."""
-    if "ITERS_PER_EPOCH" in solver:
-        return float(solver["ITERS_PER_EPOCH"]), "config.yaml SOLVER.ITERS_PER_EPOCH"
-    if "MAX_ITER" in solver and "EPOCHS" in solver:
-        return solver["MAX_ITER"] / solver["EPOCHS"], "config.yaml SOLVER.MAX_ITER / EPOCHS"
-    if "epoch" in series:
-        its, epochs = series["epoch"]
-        ok = np.isfinite(epochs) & (epochs > 0)
-        if ok.any():
-            return float(np.median((its[ok] + 1) / epochs[ok])), "metrics.json 'epoch'"
-    return 0.0, ""
-
-
-def _metrics_path(path: Path) -> Path:
-    return path / METRICS_FILE if path.is_dir() else path
-
-
-def load_run(path, name: Optional[str] = None) -> RunCurves:
-    """Load one run.
-
-    Args:
-        path: A run folder (holding ``metrics.json`` and, optionally, ``config.yaml``) or a
-            ``metrics.json`` file (its folder's ``config.yaml`` is used when present).
-        name: The run's label; defaults to the name of its folder.
-
-    Returns:
-        The run's series and epoch length.
-
-    Raises:
-        DatasetError: No ``metrics.json``, or a file that cannot be read.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(path, "no such run folder or metrics file")
-    metrics_file = _metrics_path(path)
-    if path.is_dir() and not metrics_file.is_file():
-        raise DatasetError(path, f"is not a Detectron2 run folder (no {METRICS_FILE} in it)")
-    series = read_metrics(metrics_file)
-    config_file = metrics_file.parent / CONFIG_FILE
-    solver = read_run_config(config_file) if config_file.is_file() else {}
-    if name is None:
-        name = metrics_file.resolve().parent.name
-    iters_per_epoch, source = _epoch_length(solver, series)
-    if not source:
-        missing = (f"no SOLVER.ITERS_PER_EPOCH in {config_file}" if config_file.is_file()
-                   else f"no {config_file}")
-        logger.warning(f"{name}: epoch length unknown ({missing}, no 'epoch' in "
-                       f"{metrics_file}): using iterations")
-    max_iter = solver.get("MAX_ITER")
-    return RunCurves(name=name, metrics_file=metrics_file, series=series,
-                     iters_per_epoch=iters_per_epoch or None, epoch_source=source,
-                     max_iter=int(max_iter) if max_iter else None)
-
-
-def _default_names(paths: Sequence[Path]) -> List[str]:
-    """Folder names, made unique by adding parent folders (then a number) where they clash."""
-    folders = [_metrics_path(p).resolve().parent for p in paths]
-    names = [f.name for f in folders]
-    if len(set(names)) < len(names):
-        names = [f"{f.parent.name}/{f.name}" for f in folders]
-    seen: Dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-    return unique
-
-
-def load_runs(paths: Sequence, labels: Optional[Sequence[str]] = None) -> List[RunCurves]:
-    """Load several runs (see :func:`load_run`).
-
-    Args:
-        paths: Run folders or ``metrics.json`` files.
-        labels: One label per run; defaults to unique folder names.
-
-    Raises:
-        ValueError: ``labels`` does not have one entry per run.
-        DatasetError: A run cannot be read.
-    """
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("no run given")
-    if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"{len(labels)} labels for {len(paths)} runs: give one label per run")
-    names = list(labels) if labels is not None else _default_names(paths)
-    return [load_run(p, n) for p, n in zip(paths, names)]
-
-
-# --------------------------------------------------------------------------------------------
-# Summary table
-# --------------------------------------------------------------------------------------------
-# (key of a summary row, column header of the Markdown table; "{metric}" is filled in)
-SUMMARY_COLUMNS = (
-    ("run", "run"),
-    ("metric", "metric"),
-    ("best", "best"),
-    ("best_epoch", "best at epoch"),
-    ("best_iteration", "best at iteration"),
-    ("final", "final"),
-    ("final_epoch", "final epoch"),
-    ("evaluations", "evaluations"),
-    ("final_total_loss", "final total_loss"),
-    ("iterations", "iterations done"),
-    ("max_iter", "MAX_ITER"),
-)
-
-
-def _finite_or_none(value) -> Optional[float]:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _epoch_of(run: RunCurves, iteration: Optional[int]) -> Optional[float]:
-    if iteration is None or not run.iters_per_epoch:
-        return None
-    return float(run.to_epoch(iteration))
-
-
-def summarize_runs(runs: Sequence[RunCurves], metric: str = "segm/AP50",
-                   mode: str = "max") -> List[Dict]:
-    """Best and final value of ``metric`` per run, with the final total loss.
-
-    Args:
-        runs: Loaded runs.
-        metric: A series key, e.g. ``"segm/AP50"``.
-        mode: ``"max"`` if larger values are better, ``"min"`` otherwise. Ties go to the
-            earliest evaluation; non-finite values are ignored.
-
-    Returns:
-        One dict per run with the keys of :data:`SUMMARY_COLUMNS` (None where not known).
-
-    Raises:
-        ValueError: Bad ``mode``, or ``metric`` is in none of the runs.
-    """
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    if not any(metric in run.series for run in runs):
-        known = sorted({k for run in runs for k in run.series if k.split("/")[0] in _EVAL_TASKS
-                        and "-" not in k})
-        raise ValueError(f"metric {metric!r} is in none of the runs; evaluation metrics "
-                         f"found: {', '.join(known) or 'none (no evaluation ran)'}")
-    rows = []
-    for run in runs:
-        row = {key: None for key, _ in SUMMARY_COLUMNS}
-        row.update(run=run.name, metric=metric, iterations=run.last_iteration + 1,
-                   max_iter=run.max_iter, evaluations=0)
-        if TOTAL_LOSS in run.series:
-            row["final_total_loss"] = _finite_or_none(run.series[TOTAL_LOSS][1][-1])
-        if metric in run.series:
-            its, values = run.series[metric]
-            finite = np.flatnonzero(np.isfinite(values))
-            row["evaluations"] = len(its)
-            if len(finite):
-                pick = np.argmax if mode == "max" else np.argmin
-                best = int(finite[pick(values[finite])])
-                row.update(best=float(values[best]), best_iteration=int(its[best]),
-                           best_epoch=_epoch_of(run, int(its[best])),
-                           final=_finite_or_none(values[-1]),
-                           final_epoch=_epoch_of(run, int(its[-1])))
-        rows.append(row)
-    return rows
-
-
-def _format(value, digits: int) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if float(value).is_integer() and abs(value) < 1e9:
-        return str(int(value))
-    return f"{value:.{digits}g}"
-
-
-def _table_cells(rows: Sequence[Dict], digits: int) -> List[List[str]]:
-    return [[_format(row[key], digits) if key not in ("run", "metric") else row[key]
-             for key, _ in SUMMARY_COLUMNS] for row in rows]
-
-
-def format_summary(rows: Sequence[Dict]) -> str:
-    """The summary rows as a Markdown table (values to 4 significant digits)."""
-    headers = [header for _, header in SUMMARY_COLUMNS]
-    cells = [[cell.replace("|", "\\|") for cell in row] for row in _table_cells(rows, 4)]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-
-    def line(values):
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])]
-                     + [line(r) for r in cells]) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Writing files
-# --------------------------------------------------------------------------------------------
-def _prepare_out_dir(out_dir) -> Path:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(out_dir, "the output path exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` for a new file next to ``path`` (created with the usual
-    permissions, unlike ``mkstemp``'s 0600), then move it into place."""
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def write_summary(rows: Sequence[Dict], out_dir) -> List[Path]:
-    """Write ``summary.csv`` (values to 6 significant digits) and ``summary.md`` into
-    ``out_dir`` (created if needed); returns their paths."""
-    out_dir = _prepare_out_dir(out_dir)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([key for key, _ in SUMMARY_COLUMNS])
-    writer.writerows(_table_cells(rows, 6))
-    paths = [out_dir / "summary.csv", out_dir / "summary.md"]
-    _write_text(paths[0], buffer.getvalue())
-    _write_text(paths[1], format_summary(rows))
-    return paths
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
 def _save(fig: Figure, path: Path) -> Path:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
     return path
 
 
@@ -711,7 +295,7 @@ def plot_ap(runs: Sequence[RunCurves], colors, path: Path, metric: str = "segm/A
     """``ap.png``: validation AP and AP50 per epoch, segm solid and bbox dashed; a star marks
     each run's best ``metric`` when it is one of them."""
     names = ("AP", "AP50")
-    tasks = [t for t in _EVAL_TASKS if any(f"{t}/{n}" in r.series for r in runs for n in names)]
+    tasks = [t for t in EVAL_TASKS if any(f"{t}/{n}" in r.series for r in runs for n in names)]
     if not tasks:
         logger.warning(f"no segm/AP, segm/AP50, bbox/AP or bbox/AP50 in any run (no "
                        f"evaluation ran?): {path.name} not written")
@@ -749,7 +333,7 @@ def plot_ap50_per_class(runs: Sequence[RunCurves], colors, path: Path) -> Option
     classes = _per_class_names(runs, "segm/AP50-") or _per_class_names(runs, "bbox/AP50-")
     if not classes:
         return None
-    tasks = [t for t in _EVAL_TASKS if _per_class_names(runs, f"{t}/AP50-")]
+    tasks = [t for t in EVAL_TASKS if _per_class_names(runs, f"{t}/AP50-")]
     x_of, xlabel = _eval_x(runs)
     ncols = min(3, len(classes))
     nrows = math.ceil(len(classes) / ncols)
@@ -794,7 +378,7 @@ def plot_runs(runs: Sequence[RunCurves], out_dir, metric: str = "segm/AP50", mod
     """
     if not runs:
         raise ValueError("no run to plot")
-    out_dir = _prepare_out_dir(out_dir)
+    out_dir = prepare_out_dir(out_dir)
     colors = run_colors(len(runs))
     unknown = [run.name for run in runs if not run.iters_per_epoch]
     if unknown:

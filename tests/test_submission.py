@@ -14,7 +14,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 from seg_project.data.image_io import DatasetError
-from seg_project.data.rle import encode_crop
+from seg_project.data.rle import counts_problems, encode_crop
 from seg_project.evaluation import submission as sub
 from seg_project.evaluation.submission import (
     build_submission,
@@ -352,7 +352,7 @@ def test_counts_check_agrees_with_pycocotools_format_on_mutated_strings():
                 chars[min(at, len(chars) - 1)] = char
         texts.append("".join(chars))
         pixels.append(h * w)
-    found = sub._counts_problems(texts, pixels)
+    found = counts_problems(texts, pixels)
     expected = [_reference_counts_problem(t, n) for t, n in zip(texts, pixels)]
     assert sum(e is None for e in expected) > 200 and sum(e is not None for e in expected) > 200
     assert [f is None for f in found] == [e is None for e in expected]

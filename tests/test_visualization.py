@@ -19,6 +19,8 @@ from seg_project.data.catalog import register_cells
 from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.reader import load_annotated_split
 from seg_project.data.rle import decode, encode_crop
+from seg_project.visualization import jobs as vis_jobs
+from seg_project.visualization.instances import _decode_crops
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONSEP_TEST = DATA / "consep" / "test"
@@ -112,7 +114,7 @@ def test_crop_decoder_matches_pycocotools():
     corner[-1, -1] = True
     masks.append(corner)
     rles = [mask_util.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-    for mask, (crop, x0, y0) in zip(masks, vis._decode_crops(rles)):
+    for mask, (crop, x0, y0) in zip(masks, _decode_crops(rles)):
         if not mask.any():
             assert crop is None
             continue
@@ -381,7 +383,7 @@ def test_visualize_model_plumbing(course_root, tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
     config.write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 2\nDATASETS:\n  CELLS:\n"
                       "    CLASS_NAMES: [a, b]\n")
-    monkeypatch.setattr(vis, "_predict_files", _fake_predict_files)
+    monkeypatch.setattr(vis_jobs, "_predict_files", _fake_predict_files)
     out = tmp_path / "pictures"
     rc = load_tool("visualize").main([
         "--config-file", str(config), "--weights", str(tmp_path / "model.pth"),

@@ -11,9 +11,10 @@ import hashlib
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
+
+from ..atomic_files import write_bytes
 
 __all__ = ["ConversionCache", "default_cache_dir", "folder_signature"]
 
@@ -82,12 +83,9 @@ class ConversionCache:
         if self.path is None or not self._dirty:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump({"version": self.version, "entries": self._entries}, f,
-                            protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, self.path)
+            data = pickle.dumps({"version": self.version, "entries": self._entries},
+                                protocol=pickle.HIGHEST_PROTOCOL)
+            write_bytes(self.path, data)
             self._dirty = False
         except OSError as e:
             logger.warning(f"Could not write the dataset cache {self.path}: {e}")

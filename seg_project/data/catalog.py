@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..atomic_files import write_text
 from .image_io import DatasetError
 from .reader import load_annotated_split, load_test_images
 
@@ -41,9 +42,9 @@ PREDEFINED_SPLITS = ("cells_train", "cells_val", "cells_trainval", "cells_test")
 TRAIN_DIR = "train"
 TEST_DIR = "test_release"
 MAPPING_FILE = "test_image_name_to_ids.json"
-# Well-separated colors for the first classes (red, green, blue, orange); more are spread
-# over the hue circle.
-_BASE_COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48)]
+# Well-separated colors for the first classes that stand out on pink/purple H&E tissue (gold,
+# green, sky blue, orange); more are spread over the hue circle.
+_BASE_COLORS = [(255, 200, 0), (0, 200, 83), (0, 160, 255), (255, 110, 0)]
 
 
 def default_root() -> str:
@@ -219,7 +220,4 @@ def write_split_file(output_dir, dataset_names: Sequence[str]) -> Optional[Path]
         out.update({f"{part}_names": names for part, names in parts.items()})
     if not out:
         return None
-    path = Path(output_dir) / "cells_split.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_text(Path(output_dir) / "cells_split.json", json.dumps(out, indent=2) + "\n")

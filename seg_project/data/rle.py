@@ -1,18 +1,44 @@
-"""The project's one RLE encoder: binary masks (given as crops) -> COCO compressed RLE.
+"""The project's one RLE codec: binary masks (given as crops) <-> COCO compressed RLE.
 
 Masks of cells are small next to their images. Encoding a full-size mask per instance (what
 ``pycocotools.mask.encode`` needs) costs a pass over the whole image for every cell; here each
 mask is given as a crop plus its offset, the run boundaries are computed on the crop only, and
 pycocotools turns the runs into its compressed string. The result is byte-identical to
 ``pycocotools.mask.encode`` of the full-size mask.
+
+The compressed counts strings are read here too, by one parser: :func:`parse_counts` reads
+many strings at once and proves each decodes to exactly ``height * width`` pixels
+(pycocotools does not check: a too-short string decodes to uninitialized memory);
+:func:`counts_problems` is its verdict alone (the submission checker's), and
+:func:`decode_crop` decodes one mask within a box without building the full-size mask.
 """
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ["encode_crop", "encode_crops", "decode", "decode_crop", "rle_to_text"]
+__all__ = [
+    "ParsedCounts",
+    "counts_problems",
+    "decode",
+    "decode_crop",
+    "encode_crop",
+    "encode_crops",
+    "parse_counts",
+    "rle_to_text",
+]
+
+# pycocotools' compressed counts (maskApi.c, rleToString / rleFrString): each run length is
+# written in 5-bit digits, least significant first, as characters '0' + digit ('0'..'o');
+# 0x20 of a digit means "more digits follow", 0x10 of the last digit is the sign; runs after
+# the third are stored as the difference to the run two places before.
+_FIRST_CHAR = 48  # '0'
+_MORE, _SIGN, _DIGIT_BITS = 0x20, 0x10, 0x1F
+# Numbers of at most 6 digits (30 bits) are accepted: 2500 x 2500 pixels need 5.
+MAX_NUMBER_CHARS = 6
+_MAX_RUN = 2**32  # pycocotools keeps runs as 32-bit unsigned integers
+_ALPHABET = "counts holds characters outside the RLE alphabet '0'..'o'"
 
 
 def _run_bounds(crop: np.ndarray, x0: int, y0: int, height: int) -> np.ndarray:
@@ -110,36 +136,219 @@ def decode(rle: Dict) -> np.ndarray:
     return mask_util.decode(_as_bytes(rle))
 
 
-def _counts_from_string(counts: bytes) -> np.ndarray:
-    """Parse pycocotools' compressed counts string to run lengths (vectorised).
+# ------------------------------------------------------------------------ reading counts
 
-    The format (maskApi.c, rleToString): each count is written in 5-bit groups, least
-    significant first, as characters ``48 + bits`` with 0x20 marking "more groups follow" and
-    0x10 of the last group the sign; counts after the third are stored as the difference to
-    the count two places before.
+
+class ParsedCounts(NamedTuple):
+    """Compressed counts strings read by :func:`parse_counts`.
+
+    Attributes:
+        runs: ``int64`` run lengths of all strings, one string after the other; each string's
+            runs alternate zeros and ones, zeros first. Meaningless for a string with a problem.
+        offsets: ``(n + 1,)`` indices: string ``i``'s runs are ``runs[offsets[i]:offsets[i+1]]``.
+        problems: per string ``None`` when it is valid, else what is wrong with it (the first
+            problem found, e.g. ``"counts ends in the middle of a number (truncated)"``).
     """
-    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+
+    runs: np.ndarray
+    offsets: np.ndarray
+    problems: List[Optional[str]]
+
+
+def _digit_tables() -> Tuple[np.ndarray, np.ndarray]:
+    """Per byte value: whether it ends a number, and its signed value as a 5-bit digit (the
+    last digit of a number carries the sign: ``(digit & 0x1F) - 32`` when 0x10 is set)."""
+    digit = np.arange(256) - _FIRST_CHAR
+    ends = (digit & _MORE) == 0
+    value = digit & _DIGIT_BITS
+    value[ends & ((digit & _SIGN) != 0)] -= 32
+    value[(digit < 0) | (digit > 63)] = 0  # not in the alphabet: a problem of its own
+    return ends, value.astype(np.int64)
+
+
+_ENDS_NUMBER, _DIGIT_VALUE = _digit_tables()
+# Called once per decoded mask: the ufuncs' reductions skip ndarray.min/max's Python wrappers.
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
+
+
+def _mark(problems: List[Optional[str]], rows: Iterable[int], text: str) -> None:
+    """Record ``text`` for the rows that have no problem yet."""
+    for row in np.unique(np.asarray(rows, dtype=np.int64)):
+        if problems[row] is None:
+            problems[row] = text
+
+
+def _ascii_texts(counts: Sequence[Union[str, bytes]], problems: List[Optional[str]]) -> List:
+    """The strings as bytes; a ``str`` with non-ASCII characters is marked and read as empty."""
+    texts = []
+    for row, text in enumerate(counts):
+        if isinstance(text, str):
+            if text.isascii():
+                text = text.encode("ascii")
+            else:
+                problems[row], text = _ALPHABET, b""
+        elif not isinstance(text, bytes):
+            raise TypeError(f"RLE counts must be str or bytes, got {type(text).__name__}")
+        texts.append(text)
+    return texts
+
+
+def _number_values(chars: np.ndarray, starts: np.ndarray, num_chars: np.ndarray) -> np.ndarray:
+    """The numbers of ``num_chars`` characters from ``starts`` (5-bit digits, least
+    significant first); digits past :data:`MAX_NUMBER_CHARS` of a number are not read."""
+    position = np.arange(chars.size)
+    position -= np.repeat(starts, num_chars)
+    position *= 5
+    digits = _DIGIT_VALUE[chars]
+    if _MAX(num_chars) > MAX_NUMBER_CHARS:
+        digits[position >= 5 * MAX_NUMBER_CHARS] = 0
+        np.minimum(position, 5 * MAX_NUMBER_CHARS, out=position)
+    return np.add.reduceat(digits << position, starts)
+
+
+def _undo_differences(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Runs from the stored numbers: run j (j > 2) of a string is stored as run j - run (j - 2).
+
+    So runs 1, 3, 5, ... of a string are the running sums of its numbers 1, 3, 5, ... and
+    runs 2, 4, ... those of its numbers 2, 4, ...; computed for all strings at once.
+    """
+    runs = values.copy()
+    if offsets.size == 2:  # one string: its chains are plain slices
+        np.cumsum(values[1::2], out=runs[1::2])
+        np.cumsum(values[2::2], out=runs[2::2])
+        return runs
+    first = np.repeat(offsets[:-1], np.diff(offsets))  # each number's string's first number
+    index = np.arange(values.size) - first
+    odd = (index & 1).astype(bool)
+    for chain in (odd, ~odd & (index >= 2)):
+        sums = np.cumsum(np.where(chain, values, 0))
+        # A string's first number is in neither chain: the sum there is all before it.
+        runs[chain] = (sums - sums[first])[chain]
+    return runs
+
+
+def _owners(offsets: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """The strings the numbers at these indices belong to."""
+    return np.searchsorted(offsets, numbers, "right") - 1
+
+
+def parse_counts(counts: Sequence[Union[str, bytes]], pixels: Sequence[int]) -> ParsedCounts:
+    """Read compressed RLE counts strings, all at once, and check them.
+
+    Reads the strings the way pycocotools' ``rleFrString`` does and checks that each holds
+    only characters of the alphabet, ends with a complete number, has no number longer than
+    :data:`MAX_NUMBER_CHARS` characters, that every run is a non-negative 32-bit number and
+    that the runs add up to the string's pixel count.
+
+    Args:
+        counts: counts strings (``str`` or ``bytes``).
+        pixels: ``height * width`` of each string's mask.
+
+    Returns:
+        ParsedCounts: the runs of all strings and what is wrong with each.
+
+    Raises:
+        TypeError: a counts value that is neither ``str`` nor ``bytes``.
+    """
+    n = len(counts)
+    problems: List[Optional[str]] = [None] * n
+    texts = _ascii_texts(counts, problems)
+    lengths = np.fromiter(map(len, texts), np.int64, n)
+    text_ends = lengths.cumsum()
+    chars = np.frombuffer(b"".join(texts), np.uint8)
+    if not lengths.all():
+        _mark(problems, np.flatnonzero(lengths == 0), "counts is empty")
     if chars.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    last = (chars & 0x20) == 0
-    ends = np.flatnonzero(last)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    lengths = ends - starts + 1
-    position = np.arange(chars.size) - np.repeat(starts, lengths)
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
-    negative = (chars[ends] & 0x10) != 0
-    values[negative] -= np.left_shift(1, 5 * lengths[negative])
-    # Undo the delta coding: c[i] = v[i] + c[i-2] for i > 2.
-    values[1::2] = np.cumsum(values[1::2])
-    values[2::2] = np.cumsum(values[2::2])
-    return values
+        return ParsedCounts(np.zeros(0, np.int64), np.zeros(n + 1, np.int64), problems)
+    if _MIN(chars) < _FIRST_CHAR or _MAX(chars) > _FIRST_CHAR + 63:
+        outside = (chars < _FIRST_CHAR) | (chars > _FIRST_CHAR + 63)
+        _mark(problems, np.searchsorted(text_ends, np.flatnonzero(outside), "right"), _ALPHABET)
+    number_end = _ENDS_NUMBER[chars]
+    if not number_end[text_ends - 1].all():
+        filled = np.flatnonzero(lengths)
+        last_chars = text_ends[filled] - 1
+        _mark(problems, filled[~number_end[last_chars]],
+              "counts ends in the middle of a number (truncated)")
+        number_end[last_chars] = True  # numbers never run across strings
+    ends = np.flatnonzero(number_end)
+    offsets = np.zeros(n + 1, np.int64)
+    offsets[1:] = np.searchsorted(ends, text_ends)  # numbers before each string's end
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    num_chars = ends - starts + 1
+    if _MAX(num_chars) > MAX_NUMBER_CHARS:
+        _mark(problems, _owners(offsets, np.flatnonzero(num_chars > MAX_NUMBER_CHARS)),
+              f"counts holds a number longer than {MAX_NUMBER_CHARS} characters")
+    runs = _undo_differences(_number_values(chars, starts, num_chars), offsets)
+    if _MIN(runs) < 0 or _MAX(runs) >= _MAX_RUN:
+        _mark(problems, _owners(offsets, np.flatnonzero((runs < 0) | (runs >= _MAX_RUN))),
+              "counts decode to a negative or oversized run length")
+    _check_totals(runs, offsets, np.asarray(pixels, np.int64), problems)
+    return ParsedCounts(runs, offsets, problems)
+
+
+def _check_totals(runs: np.ndarray, offsets: np.ndarray, pixels: np.ndarray,
+                  problems: List[Optional[str]]) -> None:
+    """Mark the strings whose runs do not add up to their pixel counts."""
+    if offsets.size == 2:
+        totals = np.array([runs.sum()])
+    else:
+        sums = np.zeros(runs.size + 1, np.int64)
+        np.cumsum(runs, out=sums[1:])
+        totals = sums[offsets[1:]] - sums[offsets[:-1]]
+    wrong = totals != pixels
+    if wrong.any():
+        for row in np.flatnonzero(wrong):
+            _mark(problems, [row], f"counts decode to {totals[row]} pixels, but the "
+                                   f"segmentation size has {pixels[row]}")
+
+
+def counts_problems(counts: Sequence[Union[str, bytes]],
+                    pixels: Sequence[int]) -> List[Optional[str]]:
+    """What is wrong with each compressed counts string (``None`` if nothing), without
+    decoding any mask: :func:`parse_counts`'s verdict.
+
+    Args:
+        counts: counts strings (``str`` or ``bytes``).
+        pixels: ``height * width`` of each string's mask.
+    """
+    return parse_counts(counts, pixels).problems
+
+
+# ------------------------------------------------------------------------ decoding a box
+
+
+def _runs_in_box(runs: np.ndarray, height: int, box: Tuple[int, int, int, int]) -> np.ndarray:
+    """The ``(y1 - y0, x1 - x0)`` bool crop of a mask given as valid runs.
+
+    Maps every run boundary (a column-major image pixel index) to the crop's column-major
+    pixel index: pixels above or below the box in a column collapse onto the start or end of
+    that column's part of the crop, columns left or right of the box onto the crop's start or
+    end. The map never decreases, so the runs' images are the crop's runs.
+    """
+    x0, y0, x1, y1 = box
+    crop_height = y1 - y0
+    size = (x1 - x0) * crop_height
+    column, row = np.divmod(runs[:-1].cumsum(), height)
+    np.minimum(row, y1, out=row)
+    np.maximum(row, y0, out=row)
+    column -= x0
+    column *= crop_height
+    column += row
+    column -= y0
+    bounds = np.empty(runs.size + 1, np.int64)
+    bounds[0], bounds[-1] = 0, size
+    np.minimum(column, size, out=bounds[1:-1])
+    np.maximum(bounds, 0, out=bounds)
+    ones = np.repeat(np.arange(runs.size) & 1, bounds[1:] - bounds[:-1]).astype(bool)
+    return np.ascontiguousarray(ones.reshape(x1 - x0, crop_height).T)
 
 
 def decode_crop(rle: Dict, box: Sequence[int]) -> np.ndarray:
     """Decode only the part of a compressed RLE inside an integer box.
 
     Decoding the full-size mask costs a pass over the whole image per instance (milliseconds
-    for a 1000x1000 image); this works on the runs inside the box's columns only.
+    for a 1000x1000 image); this works on the runs only.
 
     Args:
         rle: COCO compressed RLE (``counts`` str or bytes).
@@ -148,22 +357,16 @@ def decode_crop(rle: Dict, box: Sequence[int]) -> np.ndarray:
     Returns:
         np.ndarray: ``bool`` array of shape ``(y1 - y0, x1 - x0)``, equal to
         ``decode(rle)[y0:y1, x0:x1]``.
+
+    Raises:
+        ValueError: the box is not inside the image, or the counts are not a valid RLE of
+            the image's size (the message names the problem, e.g. a truncated string).
     """
     height, width = (int(v) for v in rle["size"])
     x0, y0, x1, y1 = (int(v) for v in box)
     if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
         raise ValueError(f"box {tuple(box)} is not inside an image of {height}x{width}")
-    counts = rle["counts"]
-    counts = _counts_from_string(counts.encode("ascii") if isinstance(counts, str) else counts)
-    ends = np.cumsum(counts)
-    run_starts, run_ends = (ends - counts)[1::2], ends[1::2]  # runs of ones: odd positions
-    lo, hi = x0 * height, x1 * height
-    run_starts = np.clip(run_starts, lo, hi) - lo
-    run_ends = np.clip(run_ends, lo, hi) - lo
-    keep = run_ends > run_starts
-    edges = np.zeros(hi - lo + 1, dtype=np.int32)
-    # Runs of ones are disjoint and separated by zeros, so no index repeats within each set.
-    edges[run_starts[keep]] += 1
-    edges[run_ends[keep]] -= 1
-    columns = np.cumsum(edges[:-1]).astype(bool).reshape(x1 - x0, height)
-    return np.ascontiguousarray(columns[:, y0:y1].T)
+    parsed = parse_counts([rle["counts"]], [height * width])
+    if parsed.problems[0] is not None:
+        raise ValueError(f"RLE {parsed.problems[0]}")
+    return _runs_in_box(parsed.runs, height, (x0, y0, x1, y1))

@@ -44,17 +44,16 @@ earlier run, which would otherwise be read as annotations of the new image. Ever
 left alone and listed in the summary's ``untouched``.
 """
 
-import contextlib
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from ..atomic_files import atomic_write, write_text
 from .catalog import MAPPING_FILE, TEST_DIR, TRAIN_DIR
 from .reader import CLASS_FILE_RE, IMAGE_FILE
 
@@ -380,24 +379,12 @@ def _test_file_name(seed: int, index: int) -> str:
     return f"{uuid.UUID(bytes=rng.bytes(16), version=4)}.tif"
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temporary_path)`` next to ``path``, then move the result onto ``path``."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(str(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-
-
 def _write_image(path: Path, image: np.ndarray) -> None:
     """Write RGB as the course's RGBA uint8 LZW TIFF (alpha 255, horizontal predictor)."""
     import tifffile
 
     rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
-    _write_atomic(path, lambda target: tifffile.imwrite(
+    atomic_write(path, lambda target: tifffile.imwrite(
         target, rgba, photometric="rgb", compression="lzw", predictor=True, metadata=None,
         software=False))
 
@@ -406,13 +393,9 @@ def _write_mask(path: Path, labels: np.ndarray) -> None:
     """Write instance ids as the course's single-channel float64 uncompressed TIFF."""
     import tifffile
 
-    _write_atomic(path, lambda target: tifffile.imwrite(
+    atomic_write(path, lambda target: tifffile.imwrite(
         target, labels.astype(np.float64), photometric="minisblack", metadata=None,
         software=False))
-
-
-def _write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda target: Path(target).write_text(text, encoding="utf-8"))
 
 
 def _make_folder(path: Path) -> None:
@@ -541,7 +524,7 @@ def make_synthetic_dataset(out_dir, num_train: int = 12, num_test: int = 4, seed
         generated.add(path)
         bar.update()
     bar.close()
-    _write_text(mapping_file, json.dumps(entries, indent=4))
+    write_text(mapping_file, json.dumps(entries, indent=4))
     return {
         "root": str(root),
         "train_dir": str(train_dir),

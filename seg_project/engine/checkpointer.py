@@ -2,11 +2,12 @@
 
 import os
 import re
-import tempfile
 from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..atomic_files import atomic_write, write_text
 
 __all__ = ["CellsCheckpointer", "WeightsNotFoundError"]
 
@@ -15,21 +16,6 @@ _PERIODIC_RE = re.compile(r"^model_(\d{7})\.pth$")
 
 class WeightsNotFoundError(FileNotFoundError):
     """MODEL.WEIGHTS names a file that does not exist or cannot be downloaded."""
-
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class CellsCheckpointer(DetectionCheckpointer):
@@ -57,13 +43,12 @@ class CellsCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
-        _atomic_write(path, lambda f: torch.save(data, f))
+        atomic_write(path, lambda temp: torch.save(data, temp))
         if tag_last:
             self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode("utf-8")))
+        write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     def get_checkpoint_file(self) -> str:
         names = os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []

@@ -1,1 +1,2 @@
-"""Evaluation helpers: the submission writer and checker (:mod:`.submission`)."""
+"""Evaluation helpers: COCO evaluation during training (:mod:`.coco`), the submission writer
+and checker (:mod:`.submission`), and telling bbox formats apart (:mod:`.bbox_format`)."""

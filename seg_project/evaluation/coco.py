@@ -28,6 +28,7 @@ from detectron2.evaluation.coco_evaluation import COCOevalMaxDets, instances_to_
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
+from ..atomic_files import write_text
 from ..postprocess import instances_to_coco_entries
 
 __all__ = ["CellsCOCOEvaluator", "evaluate_coco"]
@@ -118,9 +119,7 @@ class CellsCOCOEvaluator(COCOEvaluator):
         if self._output_dir:
             path = os.path.join(self._output_dir, "coco_instances_results.json")
             self._logger.info(f"Saving results to {path}")
-            with open(path + ".tmp", "w") as f:
-                json.dump(results, f)
-            os.replace(path + ".tmp", path)
+            write_text(path, json.dumps(results))
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")
             return

@@ -1,0 +1,95 @@
+"""The project's one way to write an output file: a temporary file beside the target, flushed
+to disk, then renamed over it.
+
+A failure or a kill at any moment leaves either the earlier file or the complete new one, and
+no partial file behind. New files get the usual permissions (not ``mkstemp``'s 0600); a
+replaced file keeps its mode. Used for checkpoints, the conversion cache, submissions,
+pictures, figures, tables and generated datasets.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, List, Sequence, Tuple
+
+__all__ = ["atomic_write", "atomic_write_many", "prepare_out_dir", "write_bytes", "write_text"]
+
+Writer = Callable[[str], None]
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """``out_dir`` as a ``Path``, created if needed.
+
+    Raises:
+        DatasetError: the path exists and is not a folder.
+    """
+    from .data.image_io import DatasetError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(out_dir, "the output path exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _file_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _write_temp(path: Path, write: Writer) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    temp = Path(name)
+    try:
+        write(name)
+        with open(name, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(temp, _file_mode(path))
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def atomic_write_many(targets: Sequence[Tuple[object, Writer]]) -> List[Path]:
+    """Write several files so that none is replaced until all are written.
+
+    Args:
+        targets: ``(path, write)`` pairs; ``write(temp_path)`` must create the file's content
+            at ``temp_path`` (any writer that takes a path: ``Path.write_bytes``,
+            ``torch.save``, ``tifffile.imwrite``, ``Figure.savefig``...).
+
+    Returns:
+        list[Path]: the written paths.
+    """
+    paths = [Path(p) for p, _ in targets]
+    temps: List[Path] = []
+    try:
+        for path, (_, write) in zip(paths, targets):
+            temps.append(_write_temp(path, write))
+        for path, temp in zip(paths, temps):
+            os.replace(temp, path)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    return paths
+
+
+def atomic_write(path, write: Writer) -> Path:
+    """Write one file atomically with ``write(temp_path)``; returns its path."""
+    return atomic_write_many([(path, write)])[0]
+
+
+def write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda temp: Path(temp).write_bytes(data))
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))

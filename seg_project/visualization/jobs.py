@@ -1,0 +1,263 @@
+"""The whole jobs behind ``tools/visualize_data.py`` and ``tools/visualize.py``, and the
+command-line options they share."""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .draw import AUTO_LABEL_LIMIT, DEFAULT_ALPHA
+from .instances import detect_bbox_format
+from .render import picture_targets, render_dataset, render_predictions
+from .sources import (
+    check_result_ids,
+    load_annotated_source,
+    load_results,
+    prediction_records,
+    select_records,
+)
+
+__all__ = [
+    "add_picture_arguments",
+    "picture_options",
+    "visualize_dataset",
+    "visualize_model",
+    "visualize_results",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def add_picture_arguments(parser) -> None:
+    """Add the options both drawing tools share (``--out``, sampling, drawing style)."""
+    parser.add_argument("--out", required=True, help="folder for the pictures "
+                        "(<image name>.png)")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="draw N images picked at random (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    parser.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                        help="draw only these images (folder names in the course layout, "
+                             "else file names without extension)")
+    parser.add_argument("--split", default="train",
+                        help="split folder of a dataset root (default train)")
+    parser.add_argument("--class-names", default=None, metavar="A,B,...",
+                        help="comma-separated names of classes 1..K (default class1..classK)")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="K",
+                        help="number of classes of a folder dataset (default 4)")
+    parser.add_argument("--config-file", default=None, metavar="CFG",
+                        help="seg_project config: registers its datasets (cells_train, "
+                             "cells_val, ...) and gives the class names")
+    parser.add_argument("--labels", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"label every instance (default: only up to {AUTO_LABEL_LIMIT} "
+                             "instances)")
+    parser.add_argument("--boxes", action="store_true", help="also draw boxes (dashed)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help=f"mask fill opacity (default {DEFAULT_ALPHA})")
+    parser.add_argument("--max-instances", type=int, default=None, metavar="N",
+                        help="draw at most N instances per image, highest scores first "
+                             "(default: %(default)s; None: all)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace pictures that already exist in --out")
+
+
+def picture_options(args) -> Dict:
+    """The keyword arguments of :func:`visualize_dataset` / :func:`visualize_results` /
+    :func:`visualize_model` that :func:`add_picture_arguments` options give."""
+    options = dict(
+        out_dir=args.out, sample=args.sample, seed=args.seed, names=args.names,
+        split=args.split, config_file=args.config_file, labels=args.labels, boxes=args.boxes,
+        alpha=args.alpha, overwrite=args.overwrite,
+        class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names
+        else None,
+    )
+    if args.max_instances is not None:
+        options["max_instances"] = args.max_instances
+    if args.num_classes is not None:
+        options["num_classes"] = args.num_classes
+    return options
+
+
+def visualize_dataset(
+    source,
+    out_dir,
+    *,
+    split: str = "train",
+    config_file=None,
+    class_names: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    sample: Optional[int] = None,
+    seed: int = 0,
+    names: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **draw_options,
+) -> List[Path]:
+    """Draw a dataset's ground truth, one picture per image (``tools/visualize_data.py``).
+
+    Args:
+        source: a registered dataset name or a course-layout folder (see
+            :func:`load_annotated_source`).
+        out_dir: output folder; pictures are ``<image name>.png``.
+        split: the split folder of a dataset root.
+        config_file: a seg_project config whose datasets are registered first (and whose
+            class names are used for folders).
+        class_names, num_classes: the classes of a folder dataset.
+        sample, seed, names: which images (see :func:`select_records`).
+        overwrite, progress: see :func:`render_dataset`.
+        **draw_options: see :func:`draw_ground_truth`.
+
+    Returns:
+        list[Path]: the pictures written.
+    """
+    if config_file:
+        cfg = _load_config(config_file)
+        class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
+    records, metadata = load_annotated_source(source, split, class_names, num_classes)
+    chosen = select_records(records, sample, seed, names)
+    return render_dataset(chosen, metadata, out_dir, overwrite=overwrite, progress=progress,
+                          **draw_options)
+
+
+def _load_config(config_file):
+    """A seg_project config from a YAML file, with its datasets registered."""
+    from ..config import get_seg_project_cfg, register_datasets_from_config
+
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(config_file))
+    register_datasets_from_config(cfg)
+    return cfg
+
+
+def visualize_results(
+    results_file,
+    out_dir,
+    *,
+    images=None,
+    id_map=None,
+    dataset: Optional[str] = None,
+    gt_root=None,
+    split: str = "train",
+    config_file=None,
+    class_names: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    sample: Optional[int] = None,
+    seed: int = 0,
+    names: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **draw_options,
+) -> List[Path]:
+    """Draw a COCO results JSON over its images (``tools/visualize.py --results``).
+
+    Images come either from ``images`` (a folder; ids from ``id_map``, the course's
+    ``test_image_name_to_ids.json``, or else 1..n in sorted file-name order) or from a
+    dataset (``dataset``: a registered name; ``gt_root``: a course-layout folder) whose
+    ``image_id`` s the results use; its ground truth is then drawn alongside (double width).
+
+    Args:
+        results_file: the results JSON.
+        out_dir: output folder.
+        images, id_map, dataset, gt_root, split: where the images come from (see above).
+        config_file: a seg_project config whose datasets are registered first and whose
+            class names are used.
+        class_names, num_classes: the classes when no registered dataset gives them
+            (default: ``classN`` for N up to the highest ``category_id``, at least 4).
+        sample, seed, names: which images to draw (see :func:`select_records`).
+        overwrite, progress: see :func:`render_predictions`.
+        **draw_options: see :func:`draw_predictions`; ``bbox_format`` defaults to ``"auto"``,
+            resolved once for the whole file.
+
+    Returns:
+        list[Path]: the pictures written.
+
+    Raises:
+        DatasetError: bad results file, images, mapping, or ids that match no image.
+        ValueError: both or neither of ``images`` and a dataset.
+    """
+    entries = load_results(results_file)
+    if not entries:
+        logger.warning(f"{results_file}: holds no predictions; drawing the plain images")
+    if config_file:
+        class_names = class_names or list(_load_config(config_file).DATASETS.CELLS.CLASS_NAMES)
+    if class_names is None and num_classes is None:
+        num_classes = max([4] + [e["category_id"] for e in entries])
+    records, metadata, with_gt = prediction_records(images, id_map, dataset, gt_root, split,
+                                                     class_names, num_classes)
+    check_result_ids(entries, records, results_file)
+    if draw_options.get("bbox_format", "auto") == "auto":
+        draw_options["bbox_format"] = detect_bbox_format(entries)
+        logger.info(f"{results_file}: boxes read as {draw_options['bbox_format']}")
+    by_image: Dict[int, List[Dict]] = {}
+    for entry in entries:
+        by_image.setdefault(entry["image_id"], []).append(entry)
+    chosen = select_records(records, sample, seed, names)
+    picture_targets(chosen, Path(out_dir), overwrite)
+    pairs = ((r, by_image.get(r["image_id"], [])) for r in chosen)
+    return render_predictions(pairs, metadata, out_dir, with_ground_truth=with_gt,
+                              count=len(chosen), overwrite=overwrite, progress=progress,
+                              where=str(results_file), **draw_options)
+
+
+def _predict_files(cfg, weights, device, paths):
+    """The model: yields ``(path, entries)`` per image (``seg_project.inference``)."""
+    try:
+        from ..inference import Predictor
+    except ImportError as e:
+        raise RuntimeError(f"drawing a model's predictions needs seg_project.inference: {e}") \
+            from e
+    predictor = Predictor(cfg, weights=weights, device=device)
+    yield from predictor.predict_files(paths)
+
+
+def visualize_model(
+    weights,
+    out_dir,
+    *,
+    config_file,
+    images=None,
+    dataset: Optional[str] = None,
+    gt_root=None,
+    split: str = "train",
+    device: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    sample: Optional[int] = None,
+    seed: int = 0,
+    names: Optional[Sequence[str]] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **draw_options,
+) -> List[Path]:
+    """Run a trained model on images and draw its predictions (``tools/visualize.py
+    --config-file --weights``); with a dataset the ground truth is drawn alongside.
+
+    Args:
+        weights: the checkpoint (.pth).
+        out_dir: output folder.
+        config_file: the model's seg_project config (YAML); its datasets are registered, so
+            ``dataset="cells_val"`` means the config's validation split.
+        images: a folder or a list of image files (instead of a dataset).
+        dataset, gt_root, split: a dataset with ground truth (see :func:`visualize_results`).
+        device: "cpu", "cuda", ... (default: the config's ``MODEL.DEVICE``, cpu without a GPU).
+        class_names, num_classes: default: the config's ``DATASETS.CELLS.CLASS_NAMES``.
+        sample, seed, names, overwrite, progress, **draw_options: see
+            :func:`visualize_results` (``bbox_format`` defaults to ``"xywh"``).
+
+    Returns:
+        list[Path]: the pictures written.
+    """
+    if not config_file:
+        raise ValueError("drawing a model's predictions needs its config file (--config-file)")
+    cfg = _load_config(config_file)
+    class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
+    records, metadata, with_gt = prediction_records(images, None, dataset, gt_root, split,
+                                                     class_names, num_classes)
+    chosen = select_records(records, sample, seed, names)
+    picture_targets(chosen, Path(out_dir), overwrite)
+    by_path = {str(Path(r["file_name"]).resolve()): r for r in chosen}
+    predictions = _predict_files(cfg, str(weights), device, [r["file_name"] for r in chosen])
+    pairs = ((by_path[str(Path(path).resolve())], entries) for path, entries in predictions)
+    draw_options.setdefault("bbox_format", "xywh")
+    return render_predictions(pairs, metadata, out_dir, with_ground_truth=with_gt,
+                              count=len(chosen), overwrite=overwrite, progress=progress,
+                              where=str(weights), **draw_options)
