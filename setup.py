@@ -26,11 +26,12 @@ setup(
         "imagecodecs>=2022.2",
         "fvcore>=0.1.5,<0.1.6",
         "iopath>=0.1.7,<0.1.10",
-        "matplotlib>=3.5",
+        "matplotlib>=3.7",
         "tqdm>=4.60",
         "tensorboard>=2.8",
         "Pillow>=9.1",
         "PyYAML>=5.4",
+        "tabulate>=0.8",
     ],
     extras_require={
         "dev": ["pytest>=7", "ruff>=0.5"],

@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, ... (default: the config's MODEL.DEVICE)")
     visualization.add_picture_arguments(parser)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="overrides of --config-file, e.g. DATASETS.CELLS.ROOT /data/cells")
     parser.set_defaults(max_instances=300)
     args = parser.parse_args(argv)
     if args.weights and not args.config_file:

@@ -32,6 +32,7 @@ __all__ = [
     "read_annotated_folder",
     "load_annotated_split",
     "load_mapping",
+    "read_json",
     "load_test_images",
     "summarize",
 ]
@@ -204,6 +205,21 @@ def load_annotated_split(
     return records
 
 
+def read_json(path, what: str = "file"):
+    """Parse a JSON file.
+
+    Raises:
+        DatasetError: ``what`` not found, or not valid JSON (naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, f"{what} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DatasetError(path, f"not valid JSON: {e}") from e
+
+
 def load_mapping(mapping_path) -> List[Dict]:
     """Read and check ``test_image_name_to_ids.json``.
 
@@ -215,12 +231,7 @@ def load_mapping(mapping_path) -> List[Dict]:
         DatasetError: unreadable JSON, wrong structure, or a repeated id or file name.
     """
     mapping_path = Path(mapping_path)
-    if not mapping_path.is_file():
-        raise DatasetError(mapping_path, "mapping file not found")
-    try:
-        entries = json.loads(mapping_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DatasetError(mapping_path, f"not valid JSON: {e}") from e
+    entries = read_json(mapping_path, "mapping file")
     if not isinstance(entries, list) or not entries:
         raise DatasetError(mapping_path, "must be a non-empty JSON list of "
                                          '{"file_name", "id", "height", "width"} objects')

@@ -65,8 +65,9 @@ def picture_options(args) -> Dict:
     :func:`visualize_model` that :func:`add_picture_arguments` options give."""
     options = dict(
         out_dir=args.out, sample=args.sample, seed=args.seed, names=args.names,
-        split=args.split, config_file=args.config_file, labels=args.labels, boxes=args.boxes,
-        alpha=args.alpha, overwrite=args.overwrite,
+        split=args.split, config_file=args.config_file,
+        config_opts=list(getattr(args, "opts", None) or []),  # tools/visualize.py's overrides
+        labels=args.labels, boxes=args.boxes, alpha=args.alpha, overwrite=args.overwrite,
         class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names
         else None,
     )
@@ -83,6 +84,7 @@ def visualize_dataset(
     *,
     split: str = "train",
     config_file=None,
+    config_opts: Sequence[str] = (),
     class_names: Optional[Sequence[str]] = None,
     num_classes: Optional[int] = None,
     sample: Optional[int] = None,
@@ -101,6 +103,7 @@ def visualize_dataset(
         split: the split folder of a dataset root.
         config_file: a seg_project config whose datasets are registered first (and whose
             class names are used for folders).
+        config_opts: ``KEY VALUE`` overrides of that config.
         class_names, num_classes: the classes of a folder dataset.
         sample, seed, names: which images (see :func:`select_records`).
         overwrite, progress: see :func:`render_dataset`.
@@ -110,7 +113,7 @@ def visualize_dataset(
         list[Path]: the pictures written.
     """
     if config_file:
-        cfg = _load_config(config_file)
+        cfg = _load_config(config_file, config_opts)
         class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
     records, metadata = load_annotated_source(source, split, class_names, num_classes)
     chosen = select_records(records, sample, seed, names)
@@ -118,12 +121,14 @@ def visualize_dataset(
                           **draw_options)
 
 
-def _load_config(config_file):
-    """A seg_project config from a YAML file, with its datasets registered."""
+def _load_config(config_file, config_opts: Sequence[str] = ()):
+    """A seg_project config from a YAML file and ``KEY VALUE`` overrides, with its datasets
+    registered."""
     from ..config import get_seg_project_cfg, register_datasets_from_config
 
     cfg = get_seg_project_cfg()
     cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(list(config_opts))
     register_datasets_from_config(cfg)
     return cfg
 
@@ -138,6 +143,7 @@ def visualize_results(
     gt_root=None,
     split: str = "train",
     config_file=None,
+    config_opts: Sequence[str] = (),
     class_names: Optional[Sequence[str]] = None,
     num_classes: Optional[int] = None,
     sample: Optional[int] = None,
@@ -160,6 +166,7 @@ def visualize_results(
         images, id_map, dataset, gt_root, split: where the images come from (see above).
         config_file: a seg_project config whose datasets are registered first and whose
             class names are used.
+        config_opts: ``KEY VALUE`` overrides of that config.
         class_names, num_classes: the classes when no registered dataset gives them
             (default: ``classN`` for N up to the highest ``category_id``, at least 4).
         sample, seed, names: which images to draw (see :func:`select_records`).
@@ -178,7 +185,8 @@ def visualize_results(
     if not entries:
         logger.warning(f"{results_file}: holds no predictions; drawing the plain images")
     if config_file:
-        class_names = class_names or list(_load_config(config_file).DATASETS.CELLS.CLASS_NAMES)
+        class_names = class_names or list(
+            _load_config(config_file, config_opts).DATASETS.CELLS.CLASS_NAMES)
     if class_names is None and num_classes is None:
         num_classes = max([4] + [e["category_id"] for e in entries])
     records, metadata, with_gt = prediction_records(images, id_map, dataset, gt_root, split,
@@ -214,6 +222,7 @@ def visualize_model(
     out_dir,
     *,
     config_file,
+    config_opts: Sequence[str] = (),
     images=None,
     dataset: Optional[str] = None,
     gt_root=None,
@@ -236,6 +245,7 @@ def visualize_model(
         out_dir: output folder.
         config_file: the model's seg_project config (YAML); its datasets are registered, so
             ``dataset="cells_val"`` means the config's validation split.
+        config_opts: ``KEY VALUE`` overrides of that config.
         images: a folder or a list of image files (instead of a dataset).
         dataset, gt_root, split: a dataset with ground truth (see :func:`visualize_results`).
         device: "cpu", "cuda", ... (default: the config's ``MODEL.DEVICE``, cpu without a GPU).
@@ -248,7 +258,7 @@ def visualize_model(
     """
     if not config_file:
         raise ValueError("drawing a model's predictions needs its config file (--config-file)")
-    cfg = _load_config(config_file)
+    cfg = _load_config(config_file, config_opts)
     class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
     records, metadata, with_gt = prediction_records(images, None, dataset, gt_root, split,
                                                      class_names, num_classes)

@@ -9,7 +9,6 @@ Predictions use the project's interchange format, the COCO result entry::
 Ground truth is a Detectron2 dataset dict.
 """
 
-import json
 import logging
 import os
 import random
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, read_image_size
+from ..data.reader import IMAGE_FILE, load_annotated_split, load_test_images, read_json
 
 __all__ = [
     "check_result_ids",
@@ -90,8 +90,6 @@ def load_annotated_source(
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from ..data.reader import IMAGE_FILE, load_annotated_split
-
     if str(source) in DatasetCatalog.list():
         return DatasetCatalog.get(str(source)), MetadataCatalog.get(str(source))
     root = Path(source)
@@ -118,12 +116,7 @@ def load_results(path) -> List[Dict]:
         DatasetError: naming the file and the first bad entry.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, "results file not found")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"not valid JSON: {e}") from e
+    entries = read_json(path, "results file")
     if not isinstance(entries, list):
         raise DatasetError(path, "must be a JSON list of result entries")
     for index, entry in enumerate(entries):
@@ -163,8 +156,6 @@ def result_entry_problem(entry, need_image_id: bool = True) -> Optional[str]:
 def image_name(file_name) -> str:
     """The name of an image's picture: its folder's name for ``<name>/image.tif`` (course
     layout), else the file name without extension."""
-    from ..data.reader import IMAGE_FILE
-
     path = Path(file_name)
     return path.parent.name if path.name == IMAGE_FILE else path.stem
 
@@ -211,8 +202,6 @@ def select_records(
 def image_records(images, id_map=None) -> List[Dict]:
     """Records (no annotations) of an image folder (ids from ``id_map``, else 1..n in sorted
     file-name order) or of a list of image files (ids 1..n in the given order)."""
-    from ..data.reader import load_test_images
-
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if len(paths) == 1 and Path(paths[0]).is_dir():
         records = load_test_images(paths[0], id_map)

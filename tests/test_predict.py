@@ -1,0 +1,187 @@
+"""Inference and the submission file: a model saved by a short CPU training run predicts the
+generated test set; the mapping file is enforced; the real course mapping is covered."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import tifffile
+import torch
+from conftest import QUICK_CONFIG, SHARED_DATA, load_tool, tiny_opts
+
+from seg_project.config import get_seg_project_cfg
+from seg_project.data.image_io import DatasetError, read_image
+from seg_project.data.reader import load_mapping
+from seg_project.evaluation.submission import check_submission
+from seg_project.postprocess import paste_masks_as_crops
+
+predict_tool = load_tool("predict")
+
+# The 4-iteration model of the `trained_run` fixture is barely trained: its detections score
+# low, so these tests keep all of them (threshold 0). What they test is the pipeline.
+LOW_THRESHOLD = ["--score-threshold", "0.0"]
+
+
+def predict_argv(synthetic_root, trained_run, out, *extra):
+    """tools/predict.py arguments: ``extra`` first (``--images`` takes several values),
+    config overrides last."""
+    return [*extra, "--config-file", str(QUICK_CONFIG), "--weights",
+            str(trained_run / "model_final.pth"), "--out", str(out), *LOW_THRESHOLD,
+            *tiny_opts(synthetic_root, out)]
+
+
+def test_submission_for_the_generated_test_set(synthetic_root, trained_run, tmp_path):
+    out = tmp_path / "submission"
+    argv = predict_argv(synthetic_root, trained_run, out, "--images",
+                        str(synthetic_root / "test_release"), "--id-map",
+                        str(synthetic_root / "test_image_name_to_ids.json"), "--zip")
+    assert predict_tool.main(argv) == 0
+    mapping = load_mapping(synthetic_root / "test_image_name_to_ids.json")
+    sizes = {m["id"]: (m["height"], m["width"]) for m in mapping}
+    report = check_submission(out / "test-results.json", mapping, num_classes=4,
+                              bbox_format="xywh")
+    assert report.ok, report.errors
+    entries = json.loads((out / "test-results.json").read_text())
+    assert {e["image_id"] for e in entries} == set(sizes)  # every image, the mapping's ids
+    for entry in entries:
+        assert list(entry) == ["image_id", "bbox", "score", "category_id", "segmentation"]
+        assert 1 <= entry["category_id"] <= 4 and isinstance(entry["segmentation"]["counts"], str)
+        rle = {"size": entry["segmentation"]["size"],
+               "counts": entry["segmentation"]["counts"].encode()}
+        assert mask_util.decode(rle).shape == sizes[entry["image_id"]]
+    assert (out / "test-results.zip").is_file()
+    # An existing submission is not replaced without --overwrite.
+    assert predict_tool.main(argv) == 2
+    assert predict_tool.main(["--overwrite", *argv]) == 0
+
+
+def test_plain_files_get_ids_from_sorted_names_and_tta_runs(synthetic_root, trained_run,
+                                                            tmp_path, capsys):
+    files = sorted((synthetic_root / "test_release").glob("*.tif"))[:2]
+    out = tmp_path / "tta"
+    argv = predict_argv(synthetic_root, trained_run, out, "--images", *map(str, reversed(files)),
+                        "--tta", "--bbox-format", "xyxy")
+    argv += ["TEST.AUG.MIN_SIZES", "(64, 80)", "TEST.AUG.MAX_SIZE", "128"]
+    assert predict_tool.main(argv) == 0
+    assert "ids from sorted file names" in capsys.readouterr().out
+    entries = json.loads((out / "test-results.json").read_text())
+    assert {e["image_id"] for e in entries} <= {1, 2}
+    report = check_submission(entries, {i + 1: read_image(f).shape[:2]
+                                        for i, f in enumerate(files)}, 4, bbox_format="xyxy")
+    assert report.ok, report.errors
+
+
+@pytest.mark.parametrize("problem", ["missing file", "wrong size"])
+def test_bad_mapping_fails_before_inference_and_writes_nothing(
+        synthetic_root, trained_run, tmp_path, capsys, problem):
+    images = tmp_path / "test_release"
+    images.mkdir()
+    mapping = load_mapping(synthetic_root / "test_image_name_to_ids.json")
+    for entry in mapping:
+        (images / entry["file_name"]).write_bytes(
+            (synthetic_root / "test_release" / entry["file_name"]).read_bytes())
+    if problem == "missing file":
+        (images / mapping[0]["file_name"]).unlink()
+        expected = "the file is missing"
+    else:
+        mapping[0]["height"] += 1
+        expected = "but test_image_name_to_ids.json says"
+    id_map = tmp_path / "test_image_name_to_ids.json"
+    id_map.write_text(json.dumps(mapping))
+    out = tmp_path / "out"
+    argv = predict_argv(synthetic_root, trained_run, out, "--images", str(images),
+                        "--id-map", str(id_map))
+    assert predict_tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and mapping[0]["file_name"] in err
+    assert not out.exists()
+
+
+def test_course_mapping_gives_all_101_ids_with_the_staff_keys(trained_run, tmp_path):
+    sample = SHARED_DATA / "hw3-sample"
+    if not (sample / "test_image_name_to_ids.json").is_file():
+        pytest.skip(f"{sample} is not available")
+    mapping = load_mapping(sample / "test_image_name_to_ids.json")
+    images = tmp_path / "test_release"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for entry in mapping:  # stand-ins with the listed names and sizes (33 to 2500 px a side)
+        h, w = entry["height"], entry["width"]
+        image = np.zeros((h, w, 4), np.uint8)
+        image[..., :3] = rng.integers(0, 256, 3, dtype=np.uint8)
+        image[..., 3] = 255
+        tifffile.imwrite(images / entry["file_name"], image, compression="zlib")
+    out = tmp_path / "out"
+    argv = ["--config-file", str(QUICK_CONFIG), "--weights", str(trained_run / "model_final.pth"),
+            "--images", str(images), "--id-map", str(sample / "test_image_name_to_ids.json"),
+            "--out", str(out), *LOW_THRESHOLD, "--max-detections", "2",
+            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+            "MODEL.RPN.POST_NMS_TOPK_TEST", "50"]
+    assert predict_tool.main(argv) == 0
+    entries = json.loads((out / "test-results.json").read_text())
+    assert {e["image_id"] for e in entries} == set(range(1, 102))
+    staff = json.loads((sample / "submission_example" / "test-results.json").read_text())
+    assert {tuple(sorted(e)) for e in entries} == {tuple(sorted(staff[0]))}
+    assert {tuple(sorted(e["segmentation"])) for e in entries} == {("counts", "size")}
+
+
+def test_crop_pasting_matches_detectron2_full_size_pasting():
+    from detectron2.layers.mask_ops import paste_masks_in_image
+
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.rand(40, 28, 28, generator=generator)
+    xy = torch.rand(40, 2, generator=generator) * 150 - 10
+    wh = torch.rand(40, 2, generator=generator) * 60 + 0.5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, 159)  # boxes are clipped before pasting
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, 119)
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    reference = paste_masks_in_image(masks, boxes, (120, 160), threshold=0.5).numpy()
+    crops = paste_masks_as_crops(masks, boxes, 120, 160, threshold=0.5)
+    for full, (crop, x0, y0) in zip(reference, crops):
+        mine = np.zeros_like(full)
+        mine[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+        assert (mine == full).mean() > 0.999  # equal but for float rounding at 0.5 ties
+
+
+def test_predictor_rejects_missing_weights(tmp_path):
+    from seg_project.engine import WeightsNotFoundError
+    from seg_project.inference import Predictor
+
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(QUICK_CONFIG))
+    with pytest.raises(WeightsNotFoundError, match="model_best.pth"):
+        Predictor(cfg, weights=str(tmp_path / "model_best.pth"))
+
+
+def test_unreadable_test_image_is_named(tmp_path):
+    from seg_project.predict import resolve_inputs
+
+    bad = tmp_path / "a.tif"
+    bad.write_bytes(b"not a tiff")
+    with pytest.raises(DatasetError, match="a.tif"):
+        resolve_inputs([Path(bad)])
+
+
+def test_visualize_model_predictions_next_to_ground_truth(synthetic_root, trained_run, tmp_path):
+    from seg_project.data.catalog import register_cells_splits
+
+    visualize = load_tool("visualize")
+    out = tmp_path / "pictures"
+    argv = ["--config-file", str(QUICK_CONFIG), "--weights", str(trained_run / "model_final.pth"),
+            "--dataset", "cells_val", "--score-threshold", "0.0", "--out", str(out),
+            *tiny_opts(synthetic_root, tmp_path)]
+    try:
+        assert visualize.main(argv) == 0
+    finally:
+        register_cells_splits()  # back to the default registration for other tests
+    val_names = json.loads((trained_run / "cells_split.json").read_text())["val_names"]
+    pictures = sorted(out.glob("*.png"))
+    assert [p.stem for p in pictures] == sorted(val_names)
+    for picture in pictures:
+        image = read_image(synthetic_root / "train" / picture.stem / "image.tif")
+        drawn = read_image(picture)
+        assert drawn.shape == (image.shape[0], 2 * image.shape[1], 3)  # ground truth | model
+        assert not np.array_equal(drawn[:, :image.shape[1]], image)
