@@ -13,6 +13,7 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 
 from .config import add_seg_project_config, get_seg_project_cfg  # noqa: E402
 from .data import catalog as _catalog  # noqa: E402
+from .modeling import CellsRPN  # noqa: E402, F401  (registers MODEL.PROPOSAL_GENERATOR CellsRPN)
 
 _catalog.register_cells_splits()
 
