@@ -14,7 +14,7 @@ files were read before timing):
 "median CPU s" is this process's CPU time: on a busy machine it is the better guide to the
 uncontended wall time. Targets (CoNSeP on 2 cores): cold < 2 s, warm < 0.3 s.
 
-Run: ``python benchmarks/bench_dataset.py [--data ../shared/data] [--no-baseline]``;
+Run: ``python benchmarks/bench_dataset.py [--data ../shared/data] [--no-baseline] [--quick]``;
 ``run(argv, notes)`` returns the result rows (dicts) for ``benchmarks/run_all.py``,
 ``main()`` prints them as a markdown table.
 """
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm-runs", type=int, default=5)
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the per-instance baseline (about a minute on CoNSeP)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 cold and 1 warm run, no baseline")
     return parser
 
 
@@ -138,6 +140,8 @@ def run(argv: Optional[List[str]] = None, notes: Optional[List[str]] = None) -> 
     """Run the benchmark; returns one dict per (dataset, method). Datasets that are not
     present are skipped, with a line on stderr and in ``notes`` (if given)."""
     args = build_parser().parse_args(argv)
+    if args.quick:
+        args.cold_runs, args.warm_runs, args.no_baseline = 1, 1, True
     rows = []
     for name, relative, cold_target, warm_target in DATASETS:
         split_dir = args.data / relative
