@@ -46,11 +46,12 @@ demo: $(STAMP)
 		--out $(DEMO_DIR)/submission --zip
 	@echo "== 4/6 drawing ground truth next to predictions (validation images)"
 	$(PY) tools/visualize.py --config-file $(DEMO_CONFIG) --weights $(DEMO_DIR)/train/model_best.pth \
-		--dataset cells_val --out $(DEMO_DIR)/pictures/val DATASETS.CELLS.ROOT $(DEMO_DIR)/data
+		--dataset cells_val --score-threshold 0.3 --out $(DEMO_DIR)/pictures/val \
+		DATASETS.CELLS.ROOT $(DEMO_DIR)/data
 	@echo "== 5/6 drawing the submission's predictions (test images)"
 	$(PY) tools/visualize.py --results $(DEMO_DIR)/submission/test-results.json \
 		--images $(DEMO_DIR)/data/test_release --id-map $(DEMO_DIR)/data/test_image_name_to_ids.json \
-		--out $(DEMO_DIR)/pictures/test
+		--score-threshold 0.3 --out $(DEMO_DIR)/pictures/test
 	@echo "== 6/6 plotting the training curves"
 	$(PY) tools/plot_curves.py $(DEMO_DIR)/train --out $(DEMO_DIR)/curves
 	@echo

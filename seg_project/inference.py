@@ -44,6 +44,12 @@ class FlipResizeTTAMapper:
 
     def __call__(self, dataset_dict: Dict) -> List[Dict]:
         image = dataset_dict["image"].permute(1, 2, 0).numpy()
+        height, width = dataset_dict["height"], dataset_dict["width"]
+        # The image may already be resized (a test data loader's); boxes map back through it.
+        if image.shape[:2] != (height, width):
+            original = T.ResizeTransform(height, width, image.shape[0], image.shape[1])
+        else:
+            original = NoOpTransform()
         views = []
         for min_size in self.min_sizes:
             for flip in self.flips:
@@ -51,7 +57,7 @@ class FlipResizeTTAMapper:
                 new_image, tfms = T.apply_augmentations(augs, np.copy(image))
                 view = copy.copy(dataset_dict)
                 view["image"] = torch.from_numpy(np.ascontiguousarray(new_image.transpose(2, 0, 1)))
-                view["transforms"] = NoOpTransform() + tfms
+                view["transforms"] = original + tfms
                 views.append(view)
         return views
 
@@ -60,7 +66,8 @@ class CellsTTA(GeneralizedRCNNWithTTA):
     """Detectron2's TTA wrapper with vertical flips undone on masks, and masks returned as
     RLE crops (:func:`seg_project.postprocess.postprocess_to_rle`) instead of full bitmaps.
 
-    Inputs are dicts with ``image`` (CHW, original size, model format), ``height``, ``width``.
+    Inputs are dicts with ``image`` (CHW, model format; original size or resized),
+    ``height`` and ``width`` (the original size).
     """
 
     def __init__(self, cfg, model, batch_size: int = 3, mask_threshold: float = 0.5):

@@ -281,3 +281,26 @@ def test_same_seed_same_first_losses(synthetic_root, tmp_path):
             "SEED": 7, "SOLVER.MAX_ITER": 1, "DATASETS.TEST": "()"}))
         first.append({k: v for k, v in read_metrics(out)[0].items() if k.startswith("loss_")})
     assert first[0] and first[0] == first[1]
+
+
+def test_eval_only_with_test_time_augmentation(synthetic_root, trained_run, tmp_path):
+    result = run_train_net(train_args(synthetic_root, tmp_path, "--eval-only", **{
+        "MODEL.WEIGHTS": trained_run / "model_final.pth", "TEST.AUG.ENABLED": True,
+        "TEST.AUG.MIN_SIZES": (64, 80), "TEST.AUG.MAX_SIZE": 128}))
+    assert {"bbox", "segm", "bbox-TTA", "segm-TTA"} <= set(result["cells_val"])
+    assert "AP50" in result["cells_val"]["segm-TTA"]
+
+
+def test_curves_of_two_real_runs_with_and_without_scheduler(synthetic_root, trained_run,
+                                                            tmp_path):
+    constant = tmp_path / "constant_lr"
+    run_train_net(train_args(synthetic_root, constant, **{"SOLVER.STEP_FRACTIONS": "()"}))
+    lrs = [line["lr"] for line in read_metrics(constant) if "lr" in line]
+    assert len(set(lrs)) == 1  # no warmup, no steps: constant
+    out = tmp_path / "curves"
+    assert load_tool("plot_curves").main([str(trained_run), str(constant), "--labels",
+                                          "step LR", "constant LR", "--out", str(out)]) == 0
+    for name in ("loss.png", "ap.png", "lr.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    summary = (out / "summary.md").read_text()
+    assert "step LR" in summary and "constant LR" in summary

@@ -65,7 +65,8 @@ def setup_cfg(args):
 
 
 def evaluate_weights(cfg, trainer_class=None):
-    """Load ``MODEL.WEIGHTS`` and evaluate on ``DATASETS.TEST``; returns the results dict."""
+    """Load ``MODEL.WEIGHTS`` and evaluate on ``DATASETS.TEST`` (also with test-time
+    augmentation when ``TEST.AUG.ENABLED``); returns the results dict."""
     from .checkpointer import CellsCheckpointer
     from .trainer import CellsTrainer
 
@@ -73,4 +74,11 @@ def evaluate_weights(cfg, trainer_class=None):
     model = trainer_class.build_model(cfg)
     CellsCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
                                                                      resume=False)
-    return trainer_class.test(cfg, model)
+    results = trainer_class.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        tta = trainer_class.test_with_TTA(cfg, model)
+        if len(cfg.DATASETS.TEST) == 1:
+            results = {cfg.DATASETS.TEST[0]: results}
+        for name, metrics in tta.items():
+            results[name].update(metrics)
+    return results

@@ -51,11 +51,7 @@ class CellsTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
-        if cfg.SOLVER.AMP.ENABLED:
-            self._trainer = MixedPrecisionTrainer(model, data_loader, optimizer,
-                                                  cpu_dtype=cfg.SOLVER.AMP.CPU_DTYPE)
-        else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+        self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = CellsCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -65,6 +61,16 @@ class CellsTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     # ------------------------------------------------------------------ builders
+    @staticmethod
+    def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+        """The inner trainer that runs one iteration (``run_step``): ``SimpleTrainer``, or
+        :class:`MixedPrecisionTrainer` with ``SOLVER.AMP.ENABLED`` (float16 on CUDA,
+        ``SOLVER.AMP.CPU_DTYPE`` on a CPU)."""
+        if cfg.SOLVER.AMP.ENABLED:
+            return MixedPrecisionTrainer(model, data_loader, optimizer,
+                                         cpu_dtype=cfg.SOLVER.AMP.CPU_DTYPE)
+        return SimpleTrainer(model, data_loader, optimizer)
+
     @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=CellsDatasetMapper(cfg, is_train=True))
@@ -88,6 +94,21 @@ class CellsTrainer(DefaultTrainer):
         if not isinstance(model, RLEOutputModel):
             model = RLEOutputModel(model)
         return super().test(cfg, model, evaluators)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` wrapped in :class:`seg_project.inference.CellsTTA` (flips and
+        ``TEST.AUG.MIN_SIZES``); result keys end in ``-TTA``."""
+        from ..inference import CellsTTA
+
+        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA",
+                                                                  name))
+                      for name in cfg.DATASETS.TEST]
+        results = super().test(cfg, CellsTTA(cfg, model), evaluators)
+        if len(cfg.DATASETS.TEST) == 1:
+            results = {cfg.DATASETS.TEST[0]: results}
+        return {name: {f"{task}-TTA": metrics for task, metrics in res.items()}
+                for name, res in results.items()}
 
     def build_writers(self):
         iters_per_epoch = self.cfg.SOLVER.ITERS_PER_EPOCH
