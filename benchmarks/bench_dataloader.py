@@ -179,12 +179,9 @@ def run(argv=None, notes: Optional[List[str]] = None) -> List[Dict]:
 
 def main(argv=None) -> List[Dict]:
     """Run and print the table."""
-    from common import print_table
+    from common import run_and_print
 
-    notes: List[str] = []
-    rows = run(argv, notes)
-    print_table(TITLE, rows, notes)
-    return rows
+    return run_and_print(run, TITLE, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from common import (
     Stopwatch,
     add_common_args,
     load_consep,
-    print_table,
     select_images,
 )
 from tqdm import tqdm
@@ -271,10 +270,9 @@ def run(argv=None, notes: Optional[List[str]] = None) -> List[Dict]:
 
 def main(argv=None) -> List[Dict]:
     """Run and print the table."""
-    notes: List[str] = []
-    rows = run(argv, notes)
-    print_table(TITLE, rows, notes)
-    return rows
+    from common import run_and_print
+
+    return run_and_print(run, TITLE, argv)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ from common import (
     format_bytes,
     load_consep,
     ours_config,
-    print_table,
     resolve_device,
     seed_everything,
     select_images,
@@ -228,10 +227,9 @@ def run(argv=None, notes: Optional[List[str]] = None) -> List[Dict]:
 
 def main(argv=None) -> List[Dict]:
     """Run and print the table."""
-    notes: List[str] = []
-    rows = run(argv, notes)
-    print_table(TITLE, rows, notes)
-    return rows
+    from common import run_and_print
+
+    return run_and_print(run, TITLE, argv)
 
 
 if __name__ == "__main__":

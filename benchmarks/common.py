@@ -460,3 +460,11 @@ def ours_config(size: int, device: torch.device, max_dets: int = 100, amp: bool 
     cfg.DATASETS.TEST = ()
     cfg.freeze()
     return cfg
+
+
+def run_and_print(run, title: str, argv=None) -> List[Dict]:
+    """A benchmark's ``main``: ``rows = run(argv, notes)``, then its table and notes printed."""
+    notes: List[str] = []
+    rows = run(argv, notes)
+    print_table(title, rows, notes)
+    return rows
