@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional
 import detectron2.structures  # noqa: F401  (imported by the reader on first use: not timed)
 import numpy as np
 import pycocotools.mask as mask_util
+from tabulate import tabulate
 from tqdm import tqdm
 
 from seg_project.data.image_io import read_image, read_mask
@@ -158,19 +159,20 @@ def run(argv: Optional[List[str]] = None, notes: Optional[List[str]] = None) -> 
 
 def markdown_table(rows: List[Dict]) -> str:
     """The result rows as a markdown table."""
-    lines = ["| dataset | method | images | instances | runs | median s | median CPU s "
-             "| target s | speedup vs baseline |", "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    headers = ["dataset", "method", "images", "instances", "runs", "median s", "median CPU s",
+               "target s", "speedup vs baseline"]
+    cells = []
     for row in rows:
         target = "" if row["target_s"] is None else (
             f"< {row['target_s']} ({'met' if row['meets_target'] else 'MISSED'})")
         speedup = row.get("speedup_vs_baseline")
-        speedup = "" if speedup is None else f"{speedup}x"
         note = " (same RLEs)" if row.get("identical_rles") else (
             " (RLEs DIFFER)" if row.get("identical_rles") is False else "")
-        lines.append(f"| {row['dataset']} | {row['method']}{note} | {row['images']} "
-                     f"| {row['instances']} | {row['runs']} | {row['median_s']:.4f} "
-                     f"| {row['median_cpu_s']:.4f} | {target} | {speedup} |")
-    return "\n".join(lines)
+        cells.append([row["dataset"], row["method"] + note, row["images"], row["instances"],
+                      row["runs"], f"{row['median_s']:.4f}", f"{row['median_cpu_s']:.4f}",
+                      target, "" if speedup is None else f"{speedup}x"])
+    return tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True,
+                    colalign=("left", "left") + ("right",) * 7)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -11,7 +11,7 @@ original size.
 
 What a timed call holds (the uint8 RGB image in, on the CPU, to entries out):
 
-- ours: ``seg_project.inference.Predictor.predict_image``: resize, the model (RPN with
+- ours: ``seg_project.inference.predictor.Predictor.predict_image``: resize, the model (RPN with
   ``MODEL.RPN.POST_NMS_TOPK_TEST`` proposals from the project's base config: 2,000, where
   torchvision keeps 1,000), then ``postprocess_to_rle``: each mask pasted only inside its box
   and encoded from that crop by ``seg_project.data.rle``. Ours never builds full-size masks.
@@ -64,7 +64,7 @@ class OursPredictor:
     """The project's ``Predictor`` on the random-init model of :func:`common.ours_config`."""
 
     def __init__(self, size: int, max_dets: int, device: torch.device):
-        from seg_project.inference import Predictor
+        from seg_project.inference.predictor import Predictor
 
         self.device = device
         self.predictor = Predictor(ours_config(size, device, max_dets=max_dets), weights="")

@@ -262,8 +262,8 @@ def inference_postprocess(size: int, device: torch.device, image: np.ndarray, na
     """Before/after of the inference postprocess at ``max_dets`` detections."""
     from detectron2.modeling.postprocessing import detector_postprocess
 
-    from seg_project.inference import Predictor
-    from seg_project.postprocess import postprocess_to_rle
+    from seg_project.inference.postprocess import postprocess_to_rle
+    from seg_project.inference.predictor import Predictor
 
     seed_everything(0)
     cfg = ours_config(size, device, max_dets=max_dets)

@@ -1,7 +1,7 @@
 """Test set to submission: the 14 CoNSeP test images to a checked ``test-results.json``.
 
-What users run (``tools/predict.py`` is a thin wrapper of it): ``seg_project.predict``'s
-``resolve_inputs(folder, mapping file)``, ``seg_project.inference.Predictor`` and
+What users run (``tools/predict.py`` is a thin wrapper of it): ``seg_project.inference.predict``'s
+``resolve_inputs(folder, mapping file)``, ``seg_project.inference.predictor.Predictor`` and
 ``run_prediction`` (predict every image, write ``test-results.json``, read it back and check
 it the way the grader will). CoNSeP keeps each test image as ``test/<name>/image.tif``, so
 the run gets a temporary flat folder of symlinks ``<name>.tif`` and a mapping file
@@ -81,8 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(argv=None, notes: Optional[List[str]] = None) -> List[Dict]:
     """Run the test-set-to-submission benchmark; returns one row."""
-    from seg_project.inference import Predictor
-    from seg_project.predict import resolve_inputs, run_prediction
+    from seg_project.inference.predict import resolve_inputs, run_prediction
+    from seg_project.inference.predictor import Predictor
 
     args = parse_args(argv)
     device = resolve_device(args.device)

@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tabulate import tabulate
 
 # Known harmless warnings of the libraries' current versions, silenced so tables stay readable.
 for _message in (r"`torch.jit.script` is deprecated", r"torch.meshgrid: in an upcoming release",
@@ -313,11 +314,8 @@ def markdown_table(rows: Sequence[Dict], columns: Optional[Sequence[str]] = None
         return "(no rows)"
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in rows:
-        cells = (format_value(row.get(c)).replace("|", "\\|") for c in columns)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = [[format_value(row.get(c)).replace("|", "\\|") for c in columns] for row in rows]
+    return tabulate(cells, headers=list(columns), tablefmt="pipe", disable_numparse=True)
 
 
 def print_table(title: str, rows: Sequence[Dict], notes: Sequence[str] = ()) -> None:

@@ -42,7 +42,7 @@ from common import (
     resolve_device,
 )
 
-from seg_project.atomic_files import write_text
+from seg_project.utils.atomic_files import write_text
 
 BENCH_DIR = Path(__file__).resolve().parent
 # module -> whether it takes the common --device/--data/--seed arguments of

@@ -72,7 +72,7 @@ def train_args(root: Path, output_dir: Path, *extra_args, epochs: int = 2, **opt
 def run_train_net(argv: list):
     """Run tools/train_net.py's setup + main in this process (single process)."""
     train_net = load_tool("train_net")
-    args = train_net.default_argument_parser().parse_args(argv)
+    args = train_net.build_parser().parse_args(argv)
     return train_net.main(args)
 
 

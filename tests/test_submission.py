@@ -1,9 +1,10 @@
-"""Tests of the submission writer and checker (seg_project.evaluation.submission) and its CLI."""
+"""Tests of the submission writer and checker (seg_project.submission) and its CLI."""
 
 import copy
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -13,16 +14,18 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
+from seg_project import submission as sub
 from seg_project.data.image_io import DatasetError
 from seg_project.data.rle import counts_problems, encode_crop
-from seg_project.evaluation import submission as sub
-from seg_project.evaluation.submission import (
+from seg_project.submission import (
     build_submission,
     check_submission,
     format_report,
+    load_result_entries,
     load_submission,
     write_submission,
 )
+from seg_project.submission.entries import RESULT_KEYS, entry_problems
 
 REPO = Path(__file__).resolve().parents[1]
 HW3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "hw3-sample"
@@ -275,6 +278,26 @@ def test_entry_that_is_not_an_object_and_a_top_level_that_is_not_a_list(entries,
         assert report.errors == ["top level must be a JSON list of entries, got dict"]
 
 
+def test_checker_and_readers_share_one_entry_validator(entries, tmp_path):
+    """The checker and the results reader (evaluation, pictures) name a bad field alike."""
+    broken = copy.deepcopy(entries)
+    broken[1]["score"] = float("nan")
+    problem = "score must be a finite number, got nan (float)"
+    assert _check(broken).errors == [f"entry 1 (image_id 1): {problem}"]
+    path = tmp_path / "results.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("test-results.json", json.dumps(broken))
+    with pytest.raises(DatasetError, match=r"results\.zip: entry 1: " + re.escape(problem)):
+        load_result_entries(path)
+    assert load_result_entries(write_submission(entries, tmp_path / "r.json")[0]) == entries
+    # One image's predictions need no image_id; any entry needs a bbox or a mask.
+    prediction = {"score": 0.5, "category_id": 1, "bbox": [0, 0, 1, 1]}
+    assert entry_problems(prediction, ("category_id", "score")).first() is None
+    assert entry_problems(prediction, RESULT_KEYS).first() == "image_id is missing"
+    assert entry_problems({"score": 0.5, "category_id": 1}, ("category_id", "score")).first() \
+        == "has neither segmentation nor bbox"
+
+
 def test_many_errors_are_all_kept_but_the_report_is_truncated(entries):
     broken = [dict(entries[0], category_id=9) for _ in range(50)]
     report = _check(broken)
@@ -420,11 +443,11 @@ def test_cli_exit_codes(tmp_path, mapping_file, entries, capsys):
                       "--require-all"]) == 1
     out = capsys.readouterr().out
     assert "category_id 3 is outside 1..2" in out and "1 of 2 images have no entry" in out
-    assert tool.main([str(tmp_path / "none.json"), "--id-map", str(mapping_file)]) == 1
+    assert tool.main([str(tmp_path / "none.json"), "--id-map", str(mapping_file)]) == 2
     captured = capsys.readouterr()
     assert "none.json: submission file not found" in captured.err
     assert "Traceback" not in captured.err
-    assert tool.main([str(good[0]), "--id-map", str(tmp_path / "no-ids.json")]) == 1
+    assert tool.main([str(good[0]), "--id-map", str(tmp_path / "no-ids.json")]) == 2
     assert "mapping file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         tool.main([str(good[0]), "--id-map", str(mapping_file), "--num-classes", "0"])
@@ -439,3 +462,19 @@ def test_cli_runs_as_a_script(tmp_path, mapping_file, entries):
          "--id-map", str(mapping_file)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "entry 0 (image_id 5): image_id 5 is not in the mapping file" in result.stdout
+
+
+def test_max_dets_counts_per_image_and_category(entries):
+    """The grader keeps the best 100 entries of each (image, category): 150 entries of one
+    image split 75/75 over two classes all count; 101 of one class do not."""
+    split = []
+    for index in range(150):
+        entry = copy.deepcopy(entries[0])
+        entry["category_id"] = 1 + index % 2
+        split.append(entry)
+    report = _check(split)
+    assert report.ok and not any("maxDets" in w for w in report.warnings)
+    crowded = [copy.deepcopy(entries[0]) for _ in range(sub.COCO_MAX_DETS + 5)]
+    (warning,) = [w for w in _check(crowded).warnings if "maxDets" in w]
+    assert "1 (image, category) pairs in 1 images" in warning
+    assert "5 entries will not count" in warning

@@ -1,6 +1,13 @@
-"""Reading the course layout into Detectron2 datasets: reader, cache, catalog, mapper."""
+"""Reading the course layout into Detectron2 datasets, one job per module:
 
-from .catalog import register_cells, register_cells_splits
-from .image_io import DatasetError, read_image, read_mask
+- :mod:`.image_io`: images and masks from files, with clear errors (:class:`DatasetError`);
+- :mod:`.reader`: the course layout (train folders, test folder, mapping file) as records;
+- :mod:`.cache`: converted records cached outside the data;
+- :mod:`.rle`: the RLE codec of mask crops;
+- :mod:`.catalog`: the Detectron2 datasets (cells_train, cells_val, ...);
+- :mod:`.mapper`, :mod:`.cropped_masks`: records to model inputs, fast;
+- :mod:`.stats`, :mod:`.synthetic`: dataset statistics and generated datasets.
 
-__all__ = ["DatasetError", "read_image", "read_mask", "register_cells", "register_cells_splits"]
+Import the modules themselves: this package imports nothing, so that tools which need no
+model (statistics, synthetic data) start without Detectron2.
+"""

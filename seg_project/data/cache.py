@@ -14,7 +14,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..atomic_files import write_bytes
+from ..utils.atomic_files import write_bytes
 
 __all__ = ["ConversionCache", "default_cache_dir", "folder_signature"]
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from .cache import ConversionCache, folder_signature
@@ -39,6 +38,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# The course layout: ROOT/train/<name>/image.tif + classN.tif, ROOT/test_release/<uuid>.tif and
+# ROOT/test_image_name_to_ids.json.
+TRAIN_DIR = "train"
+TEST_DIR = "test_release"
+MAPPING_FILE = "test_image_name_to_ids.json"
 IMAGE_FILE = "image.tif"
 CLASS_FILE_RE = re.compile(r"^class(\d+)\.tif$")
 # Bumped whenever the records this module produces change, so old caches are not reused.
@@ -74,6 +78,9 @@ def _class_files(folder: Path, num_classes: int) -> Dict[int, Path]:
 
 def _instances_of_mask(mask: np.ndarray):
     """Yield ``(crop, x0, y0)`` for every instance id of ``mask``, in increasing id order."""
+    from scipy import ndimage  # imported when masks are converted: tools that read only the
+    # mapping file (check_submission) start without scipy
+
     top = int(mask.max()) if mask.size else 0
     if top == 0:
         return

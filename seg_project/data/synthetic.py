@@ -53,9 +53,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..atomic_files import atomic_write, write_text
-from .catalog import MAPPING_FILE, TEST_DIR, TRAIN_DIR
-from .reader import CLASS_FILE_RE, IMAGE_FILE
+from ..utils.atomic_files import atomic_write, write_text
+from .reader import CLASS_FILE_RE, IMAGE_FILE, MAPPING_FILE, TEST_DIR, TRAIN_DIR
 
 __all__ = [
     "CLASS_STYLES",

@@ -2,27 +2,26 @@
 
 Each mask is decoded only within its bounding box (:func:`seg_project.data.rle.decode_crop`),
 never at full image size (about 2 ms per instance on a 1000x1000 image, seconds for a crowded
-image). Result entries may give their ``bbox`` as ``[x, y, w, h]`` (COCO) or ``[x1, y1, x2,
-y2]`` (the course's example submission); :func:`detect_bbox_format` tells which.
+image). Result entries are checked by the submission package's validator and may give their
+``bbox`` as ``[x, y, w, h]`` (COCO) or ``[x1, y1, x2, y2]`` (the course's example
+submission); :func:`seg_project.submission.entries.detect_bbox_format` tells which.
 """
 
-import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 
 from ..data.image_io import DatasetError
-from ..data.rle import counts_problems, decode_crop
-from ..evaluation import bbox_format as formats
-from .sources import result_entry_problem
+from ..data.rle import decode_crop, mask_boxes
+from ..submission import bbox_format as formats
+from ..submission.entries import detect_bbox_format, entry_problems
 
-__all__ = ["BBOX_FORMATS", "Shape", "detect_bbox_format", "ground_truth_shapes",
-           "prediction_shapes"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["BBOX_FORMATS", "Shape", "ground_truth_shapes", "prediction_shapes"]
 
 BBOX_FORMATS = ("auto",) + formats.BBOX_FORMATS
+# The keys one image's predictions need (no image_id; a bbox and/or a segmentation).
+PREDICTION_KEYS = ("category_id", "score")
 
 
 class Shape(NamedTuple):
@@ -66,19 +65,13 @@ def _as_rle(segmentation, height: int, width: int, where: str) -> Dict:
     return {"size": size, "counts": counts}
 
 
-def _rle_problems(rles: Sequence[Dict]) -> List[Optional[str]]:
-    """What is wrong with each RLE's counts (None if nothing), for the size it states."""
-    return counts_problems([rle["counts"] for rle in rles],
-                           [int(rle["size"][0]) * int(rle["size"][1]) for rle in rles])
-
-
 def _decode_crops(
     rles: Sequence[Optional[Dict]],
 ) -> List[Tuple[Optional[np.ndarray], int, int]]:
     """Decode each compressed RLE within its bounding box only (``rle.decode_crop``).
 
-    The counts are checked first: pycocotools, which gives the boxes, reads corrupt counts
-    without a word.
+    The counts are checked first (:func:`seg_project.data.rle.mask_boxes`): pycocotools,
+    which gives the boxes, reads corrupt counts without a word.
 
     Returns:
         list of ``(crop, x0, y0)``: a ``bool`` crop and the image column / row of its top-left
@@ -88,10 +81,11 @@ def _decode_crops(
         ValueError: corrupt counts, naming the problem (e.g. a truncated string).
     """
     present = [rle for rle in rles if rle is not None]
-    for problem in _rle_problems(present):
+    problems, boxes = mask_boxes(present)
+    for problem in problems:
         if problem is not None:
             raise ValueError(f"RLE {problem}")
-    boxes = iter(mask_util.toBbox(present) if present else [])
+    boxes = iter(boxes)
     crops = []
     for rle in rles:
         if rle is None:
@@ -113,46 +107,6 @@ def _checked_crops(rles: Sequence[Optional[Dict]], where: str):
         raise DatasetError(where, str(e)) from e
 
 
-def detect_bbox_format(entries: Sequence[Dict]) -> str:
-    """Tell whether the entries' ``bbox`` is ``[x, y, w, h]`` (COCO) or ``[x1, y1, x2, y2]``.
-
-    Each box is read both ways and compared with the bounding box of its entry's mask, as the
-    submission checker does (:func:`seg_project.evaluation.bbox_format.choose_bbox_format`):
-    the reading more masks fit wins, then the one matching them better. Without a readable
-    non-empty mask nothing tells them apart: XYWH (the COCO format) is assumed, with a warning
-    unless a box whose third or fourth value is below the first or second shows it is XYWH.
-
-    Returns:
-        str: ``"xywh"`` or ``"xyxy"``.
-    """
-    boxes, masks = [], []
-    for entry in entries:
-        segmentation, box = entry.get("segmentation"), entry.get("bbox")
-        if box is None or len(box) != 4:
-            continue
-        boxes.append([float(v) for v in box])
-        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
-            size = [int(v) for v in segmentation["size"]]
-            masks.append((len(boxes) - 1, {"size": size, "counts": segmentation["counts"]}))
-    box = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    readable = [(row, rle) for (row, rle), problem
-                in zip(masks, _rle_problems([rle for _, rle in masks])) if problem is None]
-    if readable:
-        mask_box = mask_util.toBbox([rle for _, rle in readable]).reshape(-1, 4)
-        nonempty = mask_box[:, 2] > 0
-        if nonempty.any():
-            rows = [row for (row, _), keep in zip(readable, nonempty) if keep]
-            image_hw = np.array([rle["size"] for (_, rle), keep in zip(readable, nonempty)
-                                 if keep], dtype=np.float64)
-            return formats.choose_bbox_format(box[rows], mask_box[nonempty], image_hw).bbox_format
-    if (box[:, 2] < box[:, 0]).any() or (box[:, 3] < box[:, 1]).any():
-        return "xywh"
-    if len(box):
-        logger.warning("bbox format: no masks to compare the boxes with; assuming COCO's "
-                       "[x, y, w, h] (pass bbox_format='xyxy' for [x1, y1, x2, y2])")
-    return "xywh"
-
-
 # ---------------------------------------------------------------- instances to draw
 
 
@@ -164,7 +118,19 @@ def _contiguous_ids(metadata) -> Dict[int, int]:
 
 
 def ground_truth_shapes(record: Dict, max_instances: Optional[int]) -> List[Shape]:
-    """The first ``max_instances`` (None: all) annotations of a Detectron2 dataset dict."""
+    """The annotations of a Detectron2 dataset dict as shapes to draw.
+
+    Args:
+        record: the dataset dict (``height``, ``width``, ``annotations`` with RLE or polygon
+            masks and/or boxes).
+        max_instances: draw the first this many (None: all).
+
+    Returns:
+        list[Shape]: one per annotation drawn.
+
+    Raises:
+        DatasetError: a mask of another size or corrupt, naming the image file.
+    """
     from detectron2.structures import BoxMode
 
     height, width = int(record["height"]), int(record["width"])
@@ -186,10 +152,30 @@ def prediction_shapes(
     entries: Sequence[Dict], metadata, height: int, width: int, score_threshold: float,
     max_instances: Optional[int], bbox_format: str, where: str,
 ) -> Tuple[List[Shape], int]:
-    """The entries to draw, and how many passed the threshold (the cap may drop some)."""
+    """One image's result entries as shapes to draw, the highest scores first.
+
+    Args:
+        entries: result entries (``image_id`` not needed), checked here.
+        metadata: Detectron2 metadata (dataset ids to classes).
+        height: image height.
+        width: image width.
+        score_threshold: entries scoring below this are left out.
+        max_instances: draw at most this many (None: no cap).
+        bbox_format: ``"xywh"``, ``"xyxy"`` or ``"auto"`` (see
+            :func:`seg_project.submission.entries.detect_bbox_format`).
+        where: named in errors (e.g. the results file).
+
+    Returns:
+        tuple: ``(shapes, passing)``: the shapes, and how many entries passed the threshold
+        (the cap may have dropped some).
+
+    Raises:
+        DatasetError: a malformed entry, an unknown category, or a mask of another size or
+            corrupt.
+    """
     formats.check_bbox_format(bbox_format, BBOX_FORMATS)
     for index, entry in enumerate(entries):
-        problem = result_entry_problem(entry, need_image_id=False)
+        problem = entry_problems(entry, PREDICTION_KEYS).first()
         if problem:
             raise DatasetError(where, f"prediction {index}: {problem}")
     if bbox_format == "auto":

@@ -1,12 +1,8 @@
-"""Where pictures come from: datasets, results JSON files, image folders; picking images.
+"""Where pictures come from: datasets, image folders and the ids of results; picking images.
 
-Predictions use the project's interchange format, the COCO result entry::
-
-    {"image_id": int, "bbox": [x, y, w, h], "score": float, "category_id": 1..K,
-     "segmentation": {"size": [H, W], "counts": str}}
-
-(``bbox`` may also be ``[x1, y1, x2, y2]``; see :func:`.instances.detect_bbox_format`).
-Ground truth is a Detectron2 dataset dict.
+Predictions use the project's interchange format, the COCO result entry, read and checked by
+:func:`seg_project.submission.entries.load_result_entries`. Ground truth is a Detectron2
+dataset dict.
 """
 
 import logging
@@ -16,7 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, read_image_size
-from ..data.reader import IMAGE_FILE, load_annotated_split, load_test_images, read_json
+from ..data.reader import IMAGE_FILE, load_annotated_split, load_test_images
 
 __all__ = [
     "check_result_ids",
@@ -24,11 +20,9 @@ __all__ = [
     "image_name",
     "image_records",
     "load_annotated_source",
-    "load_results",
     "metadata_for_classes",
     "prediction_records",
     "resolve_class_names",
-    "result_entry_problem",
     "select_records",
 ]
 
@@ -36,13 +30,26 @@ logger = logging.getLogger(__name__)
 
 
 def class_names_for(num_classes: int) -> List[str]:
-    """The default class names ``class1`` .. ``classK``."""
+    """The default class names.
+
+    Args:
+        num_classes: K.
+
+    Returns:
+        list[str]: ``class1`` .. ``classK``.
+    """
     return [f"class{i}" for i in range(1, num_classes + 1)]
 
 
 def metadata_for_classes(class_names: Sequence[str]):
-    """Detectron2 metadata (not registered anywhere) for course-layout classes: names, the
-    catalog's colors, and dataset ids 1..K -> 0..K-1."""
+    """Detectron2 metadata (not registered anywhere) for course-layout classes.
+
+    Args:
+        class_names: the names of classes 1..K.
+
+    Returns:
+        Metadata: names, the catalog's colors, and dataset ids 1..K -> 0..K-1.
+    """
     from detectron2.data.catalog import Metadata
 
     from ..data.catalog import distinct_colors
@@ -57,8 +64,18 @@ def metadata_for_classes(class_names: Sequence[str]):
 
 def resolve_class_names(class_names: Optional[Sequence[str]],
                         num_classes: Optional[int]) -> List[str]:
-    """The class names given (checked against ``num_classes``), else ``class1`` ..
-    ``classK`` for ``num_classes`` (default 4) classes."""
+    """The class names to use.
+
+    Args:
+        class_names: names given (checked against ``num_classes``), or None.
+        num_classes: K, or None (default: ``len(class_names)``, else 4).
+
+    Returns:
+        list[str]: ``class_names``, else ``class1`` .. ``classK``.
+
+    Raises:
+        ValueError: as many names as ``num_classes`` are not given.
+    """
     if class_names:
         if num_classes is not None and num_classes != len(class_names):
             raise ValueError(f"{len(class_names)} class names given but num_classes is "
@@ -106,56 +123,16 @@ def load_annotated_source(
     return load_annotated_split(split_dir, len(names)), metadata_for_classes(names)
 
 
-def load_results(path) -> List[Dict]:
-    """Read and check a COCO results JSON (a list of result entries).
-
-    Each entry needs an int ``image_id`` and ``category_id``, a number ``score``, and a
-    ``segmentation`` RLE ``{"size": [H, W], "counts": str}`` and/or a four-number ``bbox``.
-
-    Raises:
-        DatasetError: naming the file and the first bad entry.
-    """
-    path = Path(path)
-    entries = read_json(path, "results file")
-    if not isinstance(entries, list):
-        raise DatasetError(path, "must be a JSON list of result entries")
-    for index, entry in enumerate(entries):
-        problem = result_entry_problem(entry)
-        if problem:
-            raise DatasetError(path, f"entry {index}: {problem}: {str(entry)[:200]}")
-    return entries
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def result_entry_problem(entry, need_image_id: bool = True) -> Optional[str]:
-    """What is wrong with a result entry, or None."""
-    if not isinstance(entry, dict):
-        return "is not an object"
-    for key in ("image_id", "category_id") if need_image_id else ("category_id",):
-        if not isinstance(entry.get(key), int) or isinstance(entry.get(key), bool):
-            return f"{key} must be an integer"
-    if not _is_number(entry.get("score")):
-        return "score must be a number"
-    box, segmentation = entry.get("bbox"), entry.get("segmentation")
-    if box is not None and (not isinstance(box, list) or len(box) != 4
-                            or not all(_is_number(v) for v in box)):
-        return "bbox must be four numbers"
-    if segmentation is not None and not (
-        isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, list))
-        and isinstance(segmentation.get("size"), list) and len(segmentation["size"]) == 2
-    ):
-        return 'segmentation must be {"size": [H, W], "counts": ...}'
-    if box is None and segmentation is None:
-        return "has neither segmentation nor bbox"
-    return None
-
-
 def image_name(file_name) -> str:
-    """The name of an image's picture: its folder's name for ``<name>/image.tif`` (course
-    layout), else the file name without extension."""
+    """The name of an image's picture.
+
+    Args:
+        file_name: the image file.
+
+    Returns:
+        str: its folder's name for ``<name>/image.tif`` (course layout), else the file name
+        without extension.
+    """
     path = Path(file_name)
     return path.parent.name if path.name == IMAGE_FILE else path.stem
 
@@ -200,8 +177,20 @@ def select_records(
 
 
 def image_records(images, id_map=None) -> List[Dict]:
-    """Records (no annotations) of an image folder (ids from ``id_map``, else 1..n in sorted
-    file-name order) or of a list of image files (ids 1..n in the given order)."""
+    """Records (no annotations) of images to draw predictions on.
+
+    Args:
+        images: an image folder (ids from ``id_map``, else 1..n in sorted file-name order),
+            or image files (ids 1..n in the given order).
+        id_map: ``test_image_name_to_ids.json`` (a folder only), or None.
+
+    Returns:
+        list[dict]: ``file_name``, ``image_id``, ``height`` and ``width`` per image.
+
+    Raises:
+        DatasetError: a file that is not an image, or a bad mapping file.
+        ValueError: ``id_map`` with image files.
+    """
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if len(paths) == 1 and Path(paths[0]).is_dir():
         records = load_test_images(paths[0], id_map)
@@ -227,8 +216,24 @@ def image_records(images, id_map=None) -> List[Dict]:
 def prediction_records(
     images, id_map, dataset, gt_root, split, class_names, num_classes
 ) -> Tuple[List[Dict], object, bool]:
-    """(records, metadata, with_ground_truth) of ``images`` or of a dataset with ground
-    truth (``dataset``: a registered name, ``gt_root``: a course-layout folder)."""
+    """The images to draw predictions on, from image files or from a dataset.
+
+    Args:
+        images: image folder or files (see :func:`image_records`), or None.
+        id_map: the mapping file of an image folder, or None.
+        dataset: a registered dataset name, or None.
+        gt_root: a course-layout folder with ground truth, or None.
+        split: the split folder of ``gt_root``.
+        class_names: names of classes 1..K, or None.
+        num_classes: K, or None.
+
+    Returns:
+        tuple: ``(records, metadata, with_ground_truth)``.
+
+    Raises:
+        ValueError: both or neither of ``images`` and a dataset.
+        DatasetError: bad images or data.
+    """
     if (images is None) == (dataset is None and gt_root is None):
         raise ValueError("give either images (--images) or a dataset with ground truth "
                          "(--dataset / --gt-root), not both or neither")
@@ -242,8 +247,16 @@ def prediction_records(
 
 
 def check_result_ids(entries: Sequence[Dict], records: Sequence[Dict], results_file) -> None:
-    """Raise a :class:`DatasetError` naming ``results_file`` if an entry's ``image_id`` is
-    none of the records' ids."""
+    """Check that every entry's ``image_id`` is one of the records' ids.
+
+    Args:
+        entries: result entries.
+        records: the images' records.
+        results_file: named in the error.
+
+    Raises:
+        DatasetError: naming ``results_file`` and the unknown ids.
+    """
     known = {r["image_id"] for r in records}
     unknown = sorted({e["image_id"] for e in entries} - known)
     if unknown:

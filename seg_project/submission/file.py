@@ -17,13 +17,12 @@ import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
-from ..atomic_files import atomic_write_many
 from ..data.image_io import DatasetError
 from ..data.rle import rle_to_text
+from ..utils.atomic_files import atomic_write_many
 from .bbox_format import check_bbox_format
 
 __all__ = [
-    "ENTRY_KEYS",
     "RESULTS_NAME",
     "build_submission",
     "load_submission",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 RESULTS_NAME = "test-results.json"
-ENTRY_KEYS = ("image_id", "bbox", "score", "category_id", "segmentation")
 
 
 # ----------------------------------------------------------------------------- building
@@ -95,9 +93,11 @@ def _write_zip(path: str, data: bytes) -> None:
 def write_submission(entries: Sequence[Mapping], out_path, zip_path=None) -> List[Path]:
     """Write submission entries as JSON, and optionally as a zip for the grader.
 
-    Both files are written to temporary files beside their targets and then moved into
-    place (``os.replace``), so a failure leaves any earlier file untouched and no partial
-    file behind. An existing file at a target is replaced only once everything is written.
+    Both files are written to temporary files beside their targets, and only once both are
+    complete moved into place (``os.replace``, the JSON first; see
+    :func:`seg_project.utils.atomic_files.atomic_write_many`): a failure while writing leaves
+    any earlier files untouched, one between the two moves leaves a new JSON beside an
+    earlier zip, and no partial file is ever left.
 
     Args:
         entries: submission entries (see :func:`build_submission`).
@@ -121,11 +121,16 @@ def write_submission(entries: Sequence[Mapping], out_path, zip_path=None) -> Lis
 # ------------------------------------------------------------------------------ reading
 
 
-def load_submission(path) -> Any:
+def load_submission(path, what: str = "submission file") -> Any:
     """Read a submission file: ``.json``, or a ``.zip`` holding ``test-results.json``.
 
+    Args:
+        path: the file.
+        what: how to name the file in errors.
+
     Returns:
-        The parsed JSON (normally a list; :func:`check_submission` checks the rest).
+        The parsed JSON (normally a list; :func:`check_submission` checks the rest, and
+        :func:`seg_project.submission.entries.load_result_entries` the entries' fields).
 
     Raises:
         DatasetError: missing or empty file, a zip without ``test-results.json`` at its top
@@ -133,7 +138,7 @@ def load_submission(path) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(path, "submission file not found")
+        raise DatasetError(path, f"{what} not found")
     if path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -148,7 +153,7 @@ def load_submission(path) -> Any:
     else:
         raw = path.read_bytes()
     if not raw.strip():
-        raise DatasetError(path, "submission is empty")
+        raise DatasetError(path, f"{what} is empty")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:

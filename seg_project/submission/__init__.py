@@ -7,24 +7,22 @@ A submission is a JSON list with one entry per predicted instance::
 
 The work is split by job; this module gathers the public names:
 
-- :mod:`.submission_file`: :func:`build_submission`, :func:`write_submission` (atomic JSON and
+- :mod:`.entries`: the result entry's format (:data:`ENTRY_KEYS`), its one validator,
+  :func:`load_result_entries` and :func:`detect_bbox_format` (shared with the evaluation and
+  the pictures);
+- :mod:`.file`: :func:`build_submission`, :func:`write_submission` (atomic JSON and
   zip), :func:`load_submission`;
-- :mod:`.submission_check`: :func:`check_submission` (fields, RLE counts, bboxes; 100k
+- :mod:`.check`: :func:`check_submission` (fields, RLE counts, bboxes; 100k
   entries in a few seconds, no mask decoded);
-- :mod:`.submission_report`: :class:`SubmissionReport`, :func:`format_report`;
+- :mod:`.report`: :class:`SubmissionReport`, :func:`format_report`;
 - :mod:`.bbox_format`: telling ``[x, y, w, h]`` from ``[x1, y1, x2, y2]`` bboxes.
 """
 
 from .bbox_format import BBOX_FORMATS
-from .submission_check import COCO_MAX_DETS, check_submission
-from .submission_file import (
-    ENTRY_KEYS,
-    RESULTS_NAME,
-    build_submission,
-    load_submission,
-    write_submission,
-)
-from .submission_report import SubmissionReport, format_report
+from .check import COCO_MAX_DETS, check_submission
+from .entries import ENTRY_KEYS, detect_bbox_format, load_result_entries
+from .file import RESULTS_NAME, build_submission, load_submission, write_submission
+from .report import SubmissionReport, format_report
 
 __all__ = [
     "BBOX_FORMATS",
@@ -36,5 +34,7 @@ __all__ = [
     "write_submission",
     "load_submission",
     "check_submission",
+    "detect_bbox_format",
     "format_report",
+    "load_result_entries",
 ]

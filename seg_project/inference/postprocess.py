@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
-from .data.rle import encode_crops
+from ..data.rle import encode_crops
 
 __all__ = [
     "RLEList",

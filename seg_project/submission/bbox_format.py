@@ -3,8 +3,9 @@
 Each bbox is read both ways and compared with the tight box of its mask: a reading fits when
 the mask lies within the bbox (up to a tolerance), the bbox lies within the image and is not
 absurdly larger than the mask. The reading more masks fit wins, then the one whose boxes
-match the masks' boxes better (mean IoU), then COCO's xywh. The submission checker reports
-these fits; the pictures use the verdict.
+match the masks' boxes better (mean IoU), then COCO's xywh. Result entries are read against
+their masks by :func:`seg_project.submission.entries.fit_bboxes`: the submission checker
+reports these fits; the pictures and the evaluation use the verdict.
 """
 
 from typing import Dict, NamedTuple, Sequence, Tuple
@@ -53,13 +54,29 @@ class FormatChoice(NamedTuple):
 
 
 def check_bbox_format(bbox_format: str, allowed: Sequence[str] = BBOX_FORMATS) -> None:
-    """Raise ``ValueError`` unless ``bbox_format`` is one of ``allowed``."""
+    """Check a bbox format option.
+
+    Args:
+        bbox_format: the format asked for.
+        allowed: the formats accepted.
+
+    Raises:
+        ValueError: ``bbox_format`` is not one of ``allowed``.
+    """
     if bbox_format not in allowed:
         raise ValueError(f"bbox_format must be one of {', '.join(allowed)}, got {bbox_format!r}")
 
 
 def to_xyxy(boxes, bbox_format: str) -> np.ndarray:
-    """Boxes (``(..., 4)``, read in ``bbox_format``) as ``float64`` ``[x1, y1, x2, y2]``."""
+    """Boxes as ``[x1, y1, x2, y2]``.
+
+    Args:
+        boxes: ``(..., 4)`` boxes.
+        bbox_format: how to read them: ``"xywh"`` or ``"xyxy"``.
+
+    Returns:
+        np.ndarray: ``float64`` ``(..., 4)`` ``[x1, y1, x2, y2]`` boxes (a copy).
+    """
     boxes = np.array(boxes, dtype=np.float64)
     if bbox_format == "xywh":
         boxes[..., 2:] += boxes[..., :2]
@@ -99,7 +116,18 @@ def bbox_fit(given: np.ndarray, mask_xywh: np.ndarray, image_hw: np.ndarray,
 
 
 def bbox_message(code: int, bbox: Sequence[float], mask_xywh, image_hw, fmt: str) -> str:
-    """What is wrong with a bbox that :func:`bbox_fit` gave ``code`` (not OK, not wild)."""
+    """What is wrong with a bbox that :func:`bbox_fit` gave ``code`` (not OK, not wild).
+
+    Args:
+        code: its ``FIT_*`` code.
+        bbox: the bbox as given.
+        mask_xywh: its mask's tight XYWH box.
+        image_hw: the image's height and width.
+        fmt: the format the bbox was read in.
+
+    Returns:
+        str: the problem, naming the bbox and where its mask lies.
+    """
     given = "[" + ", ".join(f"{v:.1f}" for v in bbox) + f"] (read as {fmt})"
     x, y, w, h = (int(v) for v in mask_xywh)
     mask_span = f"its mask spans x {x}..{x + w}, y {y}..{y + h}"

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from tabulate import tabulate
 
-from .atomic_files import prepare_out_dir, write_text
+from ..utils.atomic_files import prepare_out_dir, write_text
 from .curves import EVAL_TASKS, TOTAL_LOSS, RunCurves
 
 __all__ = ["SUMMARY_COLUMNS", "format_summary", "summarize_runs", "write_summary"]
@@ -100,21 +101,29 @@ def _table_cells(rows: Sequence[Dict], digits: int) -> List[List[str]]:
 
 
 def format_summary(rows: Sequence[Dict]) -> str:
-    """The summary rows as a Markdown table (values to 4 significant digits)."""
+    """The summary rows as a Markdown table (values to 4 significant digits, left-aligned).
+
+    Args:
+        rows: :func:`summarize_runs`'s rows.
+
+    Returns:
+        str: the table (``tabulate``'s ``pipe`` format), ending with a newline.
+    """
     headers = [header for _, header in SUMMARY_COLUMNS]
     cells = [[cell.replace("|", "\\|") for cell in row] for row in _table_cells(rows, 4)]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-
-    def line(values):
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])]
-                     + [line(r) for r in cells]) + "\n"
+    return tabulate(cells, headers, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
 def write_summary(rows: Sequence[Dict], out_dir) -> List[Path]:
-    """Write ``summary.csv`` (values to 6 significant digits) and ``summary.md`` into
-    ``out_dir`` (created if needed); returns their paths."""
+    """Write ``summary.csv`` (values to 6 significant digits) and ``summary.md``.
+
+    Args:
+        rows: :func:`summarize_runs`'s rows.
+        out_dir: the folder to write into (created if needed).
+
+    Returns:
+        list[Path]: the CSV and the Markdown file.
+    """
     out_dir = prepare_out_dir(out_dir)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

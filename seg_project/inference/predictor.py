@@ -18,9 +18,11 @@ from detectron2.data import transforms as T
 from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 
-from .data.image_io import read_image
-from .data.mapper import to_model_format
-from .engine.checkpointer import CellsCheckpointer
+from ..data.image_io import read_image
+from ..data.intensity import resolve_intensity_rule
+from ..data.mapper import to_model_format
+from ..engine.checkpointer import CellsCheckpointer, config_asks
+from ..utils.device import resolve_device
 from .postprocess import RLEOutputModel, instances_to_coco_entries, postprocess_to_rle
 
 __all__ = ["CellsTTA", "FlipResizeTTAMapper", "Predictor"]
@@ -114,6 +116,8 @@ class Predictor:
 
     Raises:
         WeightsNotFoundError: the weights file is missing or cannot be downloaded.
+        WeightsError: the file is not a readable checkpoint, or its box or mask predictors do
+            not fit the config's classes (``MODEL.ROI_HEADS.NUM_CLASSES``).
     """
 
     def __init__(self, cfg, weights: Optional[str] = None, device: Optional[str] = None,
@@ -124,18 +128,21 @@ class Predictor:
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
         cfg.MODEL.DEVICE = device or cfg.MODEL.DEVICE
-        if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-            logger.warning(f"MODEL.DEVICE {cfg.MODEL.DEVICE} but no GPU is available: using cpu")
-            cfg.MODEL.DEVICE = "cpu"
+        cfg.MODEL.DEVICE, note = resolve_device(cfg.MODEL.DEVICE)
+        if note:
+            logger.warning(f"MODEL.DEVICE {note}")
         if score_threshold is not None:
             cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
         if max_detections is not None:
             cfg.TEST.DETECTIONS_PER_IMAGE = max_detections
+        # 16-bit/float test images are mapped as the model's training images were.
+        self.intensity_rule = resolve_intensity_rule(cfg)
+        cfg.INPUT.INTENSITY_RANGE = self.intensity_rule.to_config() if self.intensity_rule else ()
         cfg.freeze()
         self.cfg = cfg
         model = build_model(cfg)
         model.eval()
-        CellsCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        CellsCheckpointer(model).load_for_inference(cfg.MODEL.WEIGHTS, config_asks(cfg))
         self.tta = tta
         self.model = CellsTTA(cfg, model) if tta else RLEOutputModel(model, mask_threshold)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
@@ -176,7 +183,10 @@ class Predictor:
         for path in paths:
             batch.append(Path(path))
             if len(batch) == batch_size:
-                yield from zip(batch, self.predict_images([read_image(p) for p in batch]))
+                yield from zip(batch, self.predict_images(self._read(batch)))
                 batch = []
         if batch:
-            yield from zip(batch, self.predict_images([read_image(p) for p in batch]))
+            yield from zip(batch, self.predict_images(self._read(batch)))
+
+    def _read(self, paths: Sequence[Path]) -> List[np.ndarray]:
+        return [read_image(p, self.intensity_rule) for p in paths]

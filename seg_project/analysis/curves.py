@@ -20,7 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from .data.image_io import DatasetError
+from ..utils.errors import DatasetError
+from ..utils.paths import require_file
+from ..utils.values import is_number
 
 __all__ = [
     "EVAL_TASKS",
@@ -65,8 +67,15 @@ class RunCurves:
     max_iter: Optional[int] = None
 
     def to_epoch(self, iterations) -> Optional[np.ndarray]:
-        """Epochs completed after ``iterations`` (``(iteration + 1) / iters_per_epoch``), or
-        None when the epoch length is unknown."""
+        """Epochs completed after some iterations.
+
+        Args:
+            iterations: iteration numbers (0-based).
+
+        Returns:
+            ``(iteration + 1) / iters_per_epoch`` per iteration, or None when the epoch
+            length is unknown.
+        """
         if not self.iters_per_epoch:
             return None
         return (np.asarray(iterations, dtype=np.float64) + 1.0) / self.iters_per_epoch
@@ -77,7 +86,11 @@ class RunCurves:
         return max(int(its[-1]) for its, _ in self.series.values())
 
     def keys_with_prefix(self, prefix: str) -> List[str]:
-        """The series keys that start with ``prefix``, in the order they were first seen."""
+        """The series keys that start with ``prefix``, in the order they were first seen.
+
+        Args:
+            prefix: e.g. ``"loss_"``.
+        """
         return [k for k in self.series if k.startswith(prefix)]
 
 
@@ -114,17 +127,6 @@ def _parse_line(text: str) -> Tuple[Optional[dict], bool]:
     return None, False
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise DatasetError(path, "file not found")
-    if not path.is_file():
-        raise DatasetError(path, "is not a file")
-
-
 def _warn_lines(path: Path, lines: List[int], total: int, what: str) -> None:
     if not lines:
         return
@@ -146,7 +148,7 @@ def read_metrics(path) -> Dict[str, Series]:
         DatasetError: The file is missing, or no line of it is a metrics record.
     """
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     table: Dict[str, Dict[int, float]] = {}
     blank, bad, joined = [], [], []
@@ -163,7 +165,7 @@ def read_metrics(path) -> Dict[str, Series]:
             joined.append(number)
         iteration = record.pop("iteration")
         for key, value in record.items():
-            if _is_number(value):
+            if is_number(value):
                 table.setdefault(key, {})[iteration] = float(value)
     if not table:
         raise DatasetError(path, f"no Detectron2 metrics record (a JSON object with "
@@ -198,7 +200,7 @@ def read_run_config(path) -> Dict[str, float]:
         DatasetError: The file is not YAML or not a mapping.
     """
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -211,7 +213,7 @@ def read_run_config(path) -> Dict[str, float]:
     if not isinstance(solver, dict):
         raise DatasetError(path, "SOLVER is not a mapping")
     return {key: solver[key] for key in ("ITERS_PER_EPOCH", "MAX_ITER", "EPOCHS")
-            if _is_number(solver.get(key)) and solver[key] > 0}
+            if is_number(solver.get(key)) and solver[key] > 0}
 
 
 def _epoch_length(solver: Dict[str, float], series: Dict[str, Series]) -> Tuple[float, str]:

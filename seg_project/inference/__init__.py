@@ -1,0 +1,10 @@
+"""Prediction: from images to instances and submission entries.
+
+- :mod:`.predictor`: :class:`~.predictor.Predictor` (a model from a config and weights, one
+  image or a batch at a time) and :class:`~.predictor.CellsTTA` (flips and scales, merged);
+- :mod:`.postprocess`: masks pasted as RLE crops (:class:`~.postprocess.RLEOutputModel`)
+  and COCO result entries;
+- :mod:`.predict`: the job behind ``tools/predict.py`` (inputs, ids, the submission file).
+
+Import the modules themselves: this package imports nothing, so that tools start fast.
+"""

@@ -1,0 +1,237 @@
+"""The submission checker: reads a submission the way the grader will, and reports.
+
+:func:`check_submission` checks every entry's fields against the result-entry format
+(:func:`.entries.entry_problems`) and the grader's rules (ids in the mapping file, classes
+1..K, scores in [0, 1], masks of the image's size as compressed RLE strings), then reads every
+RLE's counts once, proving each decodes to exactly ``H * W`` pixels, takes the masks' boxes
+from pycocotools without decoding any mask and compares them with the bboxes
+(:func:`.entries.fit_bboxes`): 100k entries take a few seconds.
+"""
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..data.reader import load_mapping
+from ..utils.values import is_int
+from .bbox_format import (
+    BBOX_FORMATS,
+    FIT_OK,
+    FIT_WILD,
+    WILD_FACTOR,
+    WILD_PX,
+    FormatChoice,
+    bbox_message,
+    check_bbox_format,
+)
+from .entries import ENTRY_KEYS, entry_problems, fit_bboxes
+from .file import load_submission
+from .report import SubmissionReport
+
+__all__ = ["COCO_MAX_DETS", "check_submission"]
+
+# COCOeval's default maxDets: only the best 100 entries of an image are scored.
+COCO_MAX_DETS = 100
+
+
+def _image_sizes(mapping) -> Dict[int, Tuple[int, int]]:
+    if isinstance(mapping, (str, os.PathLike)):
+        mapping = load_mapping(mapping)
+    if isinstance(mapping, Mapping):
+        return {int(k): (int(v[0]), int(v[1])) for k, v in mapping.items()}
+    return {entry["id"]: (entry["height"], entry["width"]) for entry in mapping}
+
+
+def _grader_problems(entry: dict, fields: Mapping[str, str], sizes: Mapping,
+                     num_classes: int) -> Tuple[Dict[str, str], Optional[Tuple[int, int]]]:
+    """The grader's rules beyond the format, for the fields whose values passed it.
+
+    Returns:
+        tuple: the problems by field, and the image's (H, W) if its id is in the mapping.
+    """
+    problems: Dict[str, str] = {}
+    image_size = None
+    if "image_id" in entry and "image_id" not in fields:
+        image_size = sizes.get(entry["image_id"])
+        if image_size is None:
+            problems["image_id"] = f"image_id {entry['image_id']} is not in the mapping file"
+    category = entry.get("category_id")
+    if "category_id" in entry and "category_id" not in fields and \
+            not 1 <= category <= num_classes:
+        problems["category_id"] = f"category_id {category} is outside 1..{num_classes}"
+    score = entry.get("score")
+    if "score" in entry and "score" not in fields and not 0.0 <= score <= 1.0:
+        problems["score"] = f"score {score} is outside [0, 1]"
+    if "segmentation" in entry and "segmentation" not in fields:
+        size, counts = entry["segmentation"]["size"], entry["segmentation"]["counts"]
+        if "size" not in fields and image_size is not None and tuple(size) != image_size:
+            problems["size"] = (f"segmentation size {list(size)} differs from the image's size "
+                                f"[{image_size[0]}, {image_size[1]}] in the mapping file")
+        if "counts" not in fields and not isinstance(counts, str):
+            problems["counts"] = ("segmentation counts must be a compressed RLE string, got an "
+                                  "uncompressed RLE")
+    return problems, image_size
+
+
+# ------------------------------------------------------------------------------ checking
+
+
+def _where(index: int, entry) -> str:
+    if isinstance(entry, dict) and "image_id" in entry:
+        return f"entry {index} (image_id {entry['image_id']!r})"
+    return f"entry {index} (no image_id)"
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry has" if count == 1 else f"{count} entries have"
+
+
+def _examples(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+class _Checker:
+    """Collects per-entry problems and the rows whose masks and bboxes are compared."""
+
+    def __init__(self, entries: Sequence, sizes: Mapping, num_classes: int):
+        self.entries = entries
+        self.sizes = sizes
+        self.num_classes = num_classes
+        self.problems: Dict[int, List[str]] = {}
+        self.mask_rows: List[int] = []  # entries whose counts are worth decoding
+        self.bbox_rows: set = set()  # entries with a valid bbox
+        self.extra_keys: Dict[str, int] = {}
+        self.empty_rows: List[int] = []  # empty masks (a warning)
+        self.wild_rows: List[int] = []  # bboxes far larger than their masks (a warning)
+        self.per_image = {image_id: 0 for image_id in sorted(sizes)}
+        self.per_class = {category: 0 for category in range(1, num_classes + 1)}
+        # entries per (image, category): the grader scores the best COCO_MAX_DETS of each
+        self.per_image_class: Dict[Tuple[int, int], int] = {}
+
+    def check_fields(self) -> None:
+        """Check each entry's keys and values; count entries per image and class."""
+        keys = set(ENTRY_KEYS)
+        for index, entry in enumerate(self.entries):
+            found = entry_problems(entry)
+            if not isinstance(entry, dict):
+                self.problems[index] = found.messages()
+                continue
+            if entry.keys() != keys:
+                for key in entry.keys() - keys:
+                    self.extra_keys[key] = self.extra_keys.get(key, 0) + 1
+            rules, image_size = _grader_problems(entry, found.fields, self.sizes,
+                                                 self.num_classes)
+            problems = found.messages(rules)
+            if image_size is not None:
+                self.per_image[entry["image_id"]] += 1
+                if "segmentation" in entry and not {"segmentation", "size", "counts"} & (
+                        found.fields.keys() | rules.keys()):
+                    self.mask_rows.append(index)
+            if "bbox" in entry and "bbox" not in found.fields:
+                self.bbox_rows.add(index)
+            category = entry.get("category_id")
+            if is_int(category) and category in self.per_class:
+                self.per_class[category] += 1
+                if image_size is not None:
+                    key = (entry["image_id"], category)
+                    self.per_image_class[key] = self.per_image_class.get(key, 0) + 1
+            if problems:
+                self.problems[index] = problems
+
+    def check_masks_and_bboxes(self, requested: str) -> FormatChoice:
+        """Read the masks' counts and boxes, compare the bboxes with them; return the
+        format choice of :func:`.bbox_format.choose_bbox_format`."""
+        fit = fit_bboxes(self.entries, self.mask_rows, requested, self.bbox_rows)
+        for row, problem in fit.mask_problems.items():
+            self.problems.setdefault(row, []).append(f"segmentation {problem}")
+        self.empty_rows = fit.empty
+        choice = fit.choice
+        codes = choice.codes
+        self.wild_rows = [fit.rows[i] for i in np.flatnonzero(codes == FIT_WILD)]
+        for i in np.flatnonzero((codes != FIT_OK) & (codes != FIT_WILD)):
+            self.problems.setdefault(fit.rows[i], []).append(
+                bbox_message(int(codes[i]), fit.given[i], fit.mask_xywh[i], fit.image_hw[i],
+                             choice.bbox_format))
+        return choice
+
+
+def _summary_warnings(checker: _Checker, per_image: Dict[int, int],
+                      format_hint: str) -> List[str]:
+    warnings = []
+    entries = checker.entries
+    if checker.empty_rows:
+        warnings.append(f"{_entries(len(checker.empty_rows))} an empty mask (area 0): "
+                        + _examples([_where(row, entries[row]) for row in checker.empty_rows]))
+    if checker.wild_rows:
+        warnings.append(f"{_entries(len(checker.wild_rows))} a bbox far larger than its "
+                        f"mask (a side over {WILD_FACTOR:g}x the mask's + {WILD_PX:g} px; "
+                        "harmless for mask scoring): "
+                        + _examples([_where(row, entries[row]) for row in checker.wild_rows]))
+    if checker.extra_keys:
+        keys = ", ".join(f"{k!r} ({n}x)" for k, n in sorted(checker.extra_keys.items()))
+        warnings.append(f"entries hold keys the grader ignores: {keys}")
+    crowded = {k: n for k, n in checker.per_image_class.items() if n > COCO_MAX_DETS}
+    if crowded:
+        images = len({image_id for image_id, _ in crowded})
+        uncounted = sum(n - COCO_MAX_DETS for n in crowded.values())
+        warnings.append(f"{len(crowded)} (image, category) pairs in {images} images have more "
+                        f"than {COCO_MAX_DETS} entries (up to {max(crowded.values())}); the "
+                        f"grader's COCOeval (default maxDets={COCO_MAX_DETS}) scores only the "
+                        f"{COCO_MAX_DETS} highest-scoring entries of each image and category: "
+                        f"{uncounted} entries will not count")
+    if format_hint:
+        warnings.append(format_hint)
+    return warnings
+
+
+def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: str = "auto",
+                     require_all_images: bool = False) -> SubmissionReport:
+    """Check a submission the way the grader will read it, without decoding any mask.
+
+    Args:
+        entries_or_path: the entries (a list), or a path to a ``.json`` file or to a ``.zip``
+            holding ``test-results.json``.
+        mapping: path to ``test_image_name_to_ids.json``, the list :func:`load_mapping`
+            returns, or a dict ``{image_id: (height, width)}``.
+        num_classes: K; category ids must be 1..K.
+        bbox_format: ``"xywh"``, ``"xyxy"`` or ``"auto"``: the reading more masks fit, then
+            the one whose boxes match the masks' boxes better (mean IoU), then xywh.
+        require_all_images: make an image without any entry an error (else a warning).
+
+    Returns:
+        SubmissionReport: errors name the entry index and image id.
+
+    Raises:
+        DatasetError: the submission or mapping file is missing or unreadable.
+        ValueError: ``num_classes`` below 1 or an unknown ``bbox_format``.
+    """
+    check_bbox_format(bbox_format, BBOX_FORMATS + ("auto",))
+    if not is_int(num_classes) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    sizes = _image_sizes(mapping)
+    if isinstance(entries_or_path, (str, os.PathLike)):
+        source, entries = str(entries_or_path), load_submission(entries_or_path)
+    else:
+        source, entries = "<entries>", entries_or_path
+    report = SubmissionReport(source=source)
+    if not isinstance(entries, list):
+        report.errors.append(f"top level must be a JSON list of entries, got "
+                             f"{type(entries).__name__}")
+        return report
+    report.num_entries = len(entries)
+    checker = _Checker(entries, sizes, num_classes)
+    checker.check_fields()
+    choice = checker.check_masks_and_bboxes(bbox_format)
+    report.bbox_format, report.bbox_format_note = choice.bbox_format, choice.note
+    report.errors = [f"{_where(i, entries[i])}: {p}" for i in sorted(checker.problems)
+                     for p in checker.problems[i]]
+    report.entries_per_image, report.entries_per_class = checker.per_image, checker.per_class
+    report.images_without_entries = [i for i, n in report.entries_per_image.items() if n == 0]
+    if report.images_without_entries:
+        message = (f"{len(report.images_without_entries)} of {len(sizes)} images have no entry: "
+                   f"ids {_examples([str(i) for i in report.images_without_entries], 20)}")
+        (report.errors if require_all_images else report.warnings).append(message)
+    report.warnings += _summary_warnings(checker, report.entries_per_image, choice.hint)
+    return report
