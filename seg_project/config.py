@@ -38,6 +38,10 @@ def add_seg_project_config(cfg):
     # Drop ground-truth instances with fewer pixels than this in training (the reader keeps
     # every instance; 2-3 pixel specks of some datasets are unlearnable noise).
     _C.INPUT.MIN_INSTANCE_AREA = 0
+    # 16-bit/float images: stored values [low, high] map linearly to 0..255 in every non-uint8
+    # image of the dataset; () = computed from the training images at setup (stays () when
+    # no image needs it). Stored in config.yaml and intensity_rule.json beside the weights.
+    _C.INPUT.INTENSITY_RANGE = ()
 
     # Train for this many epochs; 0 keeps MAX_ITER, STEPS, EVAL_PERIOD and CHECKPOINT_PERIOD
     # as given (in iterations).
@@ -51,13 +55,16 @@ def add_seg_project_config(cfg):
     _C.SOLVER.CHECKPOINTS_TO_KEEP = 3
     # Resolved, not set by users: iterations per epoch, ceil(train images / IMS_PER_BATCH).
     _C.SOLVER.ITERS_PER_EPOCH = 0
-    # AMP on a CPU (Detectron2's AMP is CUDA-only): "bfloat16" autocast, or "float32" to
-    # train in full precision. On CUDA, AMP always means float16 with a grad scaler.
-    _C.SOLVER.AMP.CPU_DTYPE = "bfloat16"
+    # What SOLVER.AMP.ENABLED means on a CPU (Detectron2's AMP is CUDA-only): "auto" is
+    # bfloat16 autocast where the CPU has native bfloat16 (AVX512_BF16, AMX, ARM BF16) and
+    # float32 elsewhere; "bfloat16" forces autocast; "float32" trains in full precision.
+    # On CUDA, AMP always means float16 with a grad scaler.
+    _C.SOLVER.AMP.CPU_DTYPE = "auto"
 
     # With SOLVER.EPOCHS: evaluate every this many epochs (and after the last iteration).
     _C.TEST.EVAL_EVERY_EPOCHS = 1
-    # The evaluation metric that picks model_best.pth.
+    # The evaluation metric that picks model_best.pth (segm/AP50 is the grader's exact figure,
+    # at most 100 detections per image and class; the high-cap one is segm/AP50@<cap>).
     _C.TEST.BEST_METRIC = "segm/AP50"
     # "max" if a larger BEST_METRIC is better, "min" otherwise.
     _C.TEST.BEST_METRIC_MODE = "max"
@@ -65,6 +72,11 @@ def add_seg_project_config(cfg):
     _C.TEST.EARLY_STOP_PATIENCE = 0
     # Use faster-coco-eval's COCOeval_faster (same stats as pycocotools, 2-3x faster).
     _C.TEST.FAST_COCO_EVAL = True
+    _C.TEST.PATHOLOGY = CN()
+    # Compute PQ, SQ, DQ, AJI, AJI+, Dice, F1 and mPQ with every evaluation (pathology/...).
+    _C.TEST.PATHOLOGY.ENABLED = True
+    # Predictions with a score below this are left out of the pathology metrics.
+    _C.TEST.PATHOLOGY.SCORE_THRESHOLD = 0.5
     # Test-time augmentation also flips top-bottom (TEST.AUG.FLIP is the left-right flip).
     _C.TEST.AUG.VFLIP = True
 

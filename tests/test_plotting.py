@@ -1,4 +1,5 @@
-"""Tests of seg_project.plotting and tools/plot_curves.py on synthetic Detectron2 runs."""
+"""Tests of seg_project.analysis and tools/plot_curves.py on synthetic Detectron2 runs: a
+saved one (tests/fixtures/curves/step) and runs with broken metrics files made here."""
 
 import csv
 import importlib.util
@@ -13,11 +14,19 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.image import imread
 
+from seg_project.analysis.plots import load_run, plot_runs, read_run_config, smooth, summarize_runs
 from seg_project.data.image_io import DatasetError
-from seg_project.plotting import load_run, plot_runs, read_run_config, smooth, summarize_runs
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "plot_curves.py"
+# A clean run with a step LR, saved as Detectron2's JSONWriter writes metrics.json: one JSON
+# object per line (keys sorted), a training line every 5 iterations (losses, lr, epoch...), the
+# evaluation after each epoch merged into the line of its iteration (segm/AP50, bbox/AP,
+# per-class segm/AP50-<class>...), the last two lines out of order (JSONWriter does not sort
+# the iterations of one write); its config.yaml has SOLVER.ITERS_PER_EPOCH. It was generated
+# once with the records below (_records with STEP_AP50, a 20-iteration warmup and steps at
+# 160 and 180, the last total_loss set to STEP_FINAL_LOSS), values rounded to 4 decimals.
+STEP_RUN = Path(__file__).resolve().parent / "fixtures" / "curves" / "step"
 ITERS_PER_EPOCH = 10
 EPOCHS = 20
 MAX_ITER = ITERS_PER_EPOCH * EPOCHS
@@ -72,29 +81,8 @@ def _records(iterations, ap50, lr_of, lr_scale, seed):
             yield record
 
 
-def _step_lr(it):
-    warmup = min(1.0, (it + 1) / 20)
-    return 0.01 * warmup * (0.1 ** sum(it >= s for s in (160, 180)))
-
-
 def _line(record):
     return json.dumps(record, sort_keys=True)
-
-
-def make_step_run(root: Path) -> Path:
-    """A clean run with a step LR and ITERS_PER_EPOCH in its config.yaml."""
-    run = root / "step"
-    run.mkdir(parents=True)
-    records = list(_records(range(MAX_ITER), STEP_AP50, _step_lr, 1.0, seed=0))
-    records[-1]["total_loss"] = STEP_FINAL_LOSS
-    # JSONWriter does not sort the iterations of one write: lines may come out of order.
-    records[-2], records[-1] = records[-1], records[-2]
-    (run / "metrics.json").write_text("".join(_line(r) + "\n" for r in records))
-    (run / "config.yaml").write_text(
-        f"MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 2\nSOLVER:\n  BASE_LR: 0.01\n"
-        f"  ITERS_PER_EPOCH: {ITERS_PER_EPOCH}\n  MAX_ITER: {MAX_ITER}\n  EPOCHS: {EPOCHS}\n"
-        f"  STEPS:\n  - 160\n  - 180\n")
-    return run
 
 
 def make_resumed_run(root: Path) -> Path:
@@ -136,9 +124,9 @@ def _read_summary(out: Path):
 
 
 def test_main_writes_figures_and_summary(tmp_path, capsys):
-    step, constant = make_step_run(tmp_path / "runs"), make_resumed_run(tmp_path / "runs")
+    constant = make_resumed_run(tmp_path / "runs")
     out = tmp_path / "figures" / "scheduler"
-    rc = plot_curves_main()([str(step), str(constant / "metrics.json"), "--out", str(out),
+    rc = plot_curves_main()([str(STEP_RUN), str(constant / "metrics.json"), "--out", str(out),
                              "--labels", "step LR", "constant LR"])
     assert rc == 0
     blue, orange = colormaps["tab10"].colors[:2]
@@ -171,7 +159,7 @@ def test_main_writes_figures_and_summary(tmp_path, capsys):
 
 def test_resumed_run_keeps_last_occurrence_sorted(tmp_path, caplog):
     run_dir = make_resumed_run(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="seg_project.plotting"):
+    with caplog.at_level(logging.WARNING, logger="seg_project.analysis.plots"):
         run = load_run(run_dir)
     assert run.name == "constant"
     assert run.iters_per_epoch == pytest.approx(ITERS_PER_EPOCH)
@@ -189,8 +177,8 @@ def test_resumed_run_keeps_last_occurrence_sorted(tmp_path, caplog):
     assert "blank line(s) skipped" in messages
 
 
-def test_summary_best_is_earliest_and_min_mode(tmp_path):
-    run = load_run(make_step_run(tmp_path))
+def test_summary_best_is_earliest_and_min_mode():
+    run = load_run(STEP_RUN)
     for its, _ in run.series.values():
         assert np.all(np.diff(its) > 0)
     (row,) = summarize_runs([run], "segm/AP50")
@@ -207,7 +195,7 @@ def test_unknown_epoch_length_falls_back_to_iterations(tmp_path, caplog):
     lines = [_train_record(it, 0.02, 1.0 / (it + 1), epoch=False) for it in range(4, 100, 5)]
     lines += [_eval_record(49, 30.0, epoch=False), _eval_record(99, 40.0, epoch=False)]
     (run_dir / "metrics.json").write_text("".join(_line(r) + "\n" for r in lines))
-    with caplog.at_level(logging.WARNING, logger="seg_project.plotting"):
+    with caplog.at_level(logging.WARNING, logger="seg_project.analysis.plots"):
         run = load_run(run_dir)
     assert run.iters_per_epoch is None and run.to_epoch([9]) is None
     assert "epoch length unknown" in caplog.text
@@ -233,18 +221,17 @@ def test_figures_without_data_are_skipped(tmp_path):
 def test_missing_or_bad_inputs_give_clear_errors(tmp_path, capsys):
     main = plot_curves_main()
     out = tmp_path / "out"
-    assert main([str(tmp_path / "no_such_run"), "--out", str(out)]) == 1
+    assert main([str(tmp_path / "no_such_run"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no_such_run: no such run folder" in err and "Traceback" not in err
 
     (tmp_path / "empty_run").mkdir()
-    assert main([str(tmp_path / "empty_run"), "--out", str(out)]) == 1
+    assert main([str(tmp_path / "empty_run"), "--out", str(out)]) == 2
     assert "no metrics.json in it" in capsys.readouterr().err
 
-    step = make_step_run(tmp_path)
-    assert main([str(step), "--out", str(out), "--labels", "a", "b"]) == 1
+    assert main([str(STEP_RUN), "--out", str(out), "--labels", "a", "b"]) == 2
     assert "2 labels for 1 runs" in capsys.readouterr().err
-    assert main([str(step), "--out", str(out), "--metric", "segm/AP5"]) == 1
+    assert main([str(STEP_RUN), "--out", str(out), "--metric", "segm/AP5"]) == 2
     assert "segm/AP5" in capsys.readouterr().err
     assert not out.exists(), "nothing is written when the input is bad"
 
@@ -275,6 +262,31 @@ def test_script_reports_a_missing_run_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "missing"),
                              "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "missing: no such run folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pathology_metrics_are_drawn_per_epoch(tmp_path):
+    """plot_curves draws PQ, AJI, Dice and mPQ per epoch (pathology.png) beside AP when the
+    evaluations logged them; the figure shows the logged values."""
+    run_dir = tmp_path / "with_pathology"
+    run_dir.mkdir()
+    lines = []
+    for epoch in range(1, 6):
+        it = epoch * ITERS_PER_EPOCH - 1
+        record = _eval_record(it, 10.0 * epoch)
+        record.update({"pathology/PQ": 0.1 * epoch, "pathology/AJI": 0.12 * epoch,
+                       "pathology/Dice": 0.15 * epoch, "pathology/mPQ": 0.08 * epoch})
+        lines.append(record)
+    (run_dir / "metrics.json").write_text("".join(_line(r) + "\n" for r in lines))
+    (run_dir / "config.yaml").write_text(f"SOLVER:\n  ITERS_PER_EPOCH: {ITERS_PER_EPOCH}\n")
+    run = load_run(run_dir)
+    assert run.series["pathology/PQ"][1].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    written = {p.name: p for p in plot_runs([run], tmp_path / "out")}
+    assert "pathology.png" in written and "ap.png" in written
+    image = imread(written["pathology.png"])
+    assert image.shape[0] > 400 and image[..., :3].std() > 0.05  # drawn, not blank
+    # without pathology keys there is no pathology figure
+    assert "pathology.png" not in {p.name for p in plot_runs([load_run(STEP_RUN)],
+                                                               tmp_path / "out2")}

@@ -17,7 +17,14 @@ import sys
 
 
 def main(argv=None) -> int:
-    """Run the tool; returns the exit status (0 on success, 1 on bad input)."""
+    """Run the tool; returns the exit status (0 on success, 2 on bad input, printed as one
+    ``error: <file>: <problem>`` line)."""
+    from seg_project.utils.cli import run_tool
+
+    return run_tool(_main, argv, expected=(ValueError,))
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
@@ -36,28 +43,25 @@ def main(argv=None) -> int:
     parser.add_argument("--smooth", type=int, default=20, metavar="N",
                         help="points of the moving median of the loss curves "
                              "(default: %(default)s)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of expected errors too (or set "
+                             "SEG_PROJECT_DEBUG=1)")
     args = parser.parse_args(argv)
     if args.smooth < 1:
         parser.error("--smooth must be at least 1")
     logging.basicConfig(level=logging.INFO, format="[plot_curves] %(levelname)s: %(message)s")
 
-    from seg_project.data.image_io import DatasetError
-    from seg_project.plotting import (
+    from seg_project.analysis.plots import (
         format_summary,
         load_runs,
         plot_runs,
         summarize_runs,
         write_summary,
     )
-
-    try:
-        runs = load_runs(args.runs, args.labels)
-        rows = summarize_runs(runs, args.metric, args.mode)
-        written = plot_runs(runs, args.out, args.metric, args.mode, args.smooth)
-        written += write_summary(rows, args.out)
-    except (DatasetError, ValueError, OSError) as e:
-        print(f"[plot_curves] error: {e}", file=sys.stderr)
-        return 1
+    runs = load_runs(args.runs, args.labels)
+    rows = summarize_runs(runs, args.metric, args.mode)
+    written = plot_runs(runs, args.out, args.metric, args.mode, args.smooth)
+    written += write_summary(rows, args.out)
     for run in runs:
         epochs = f"epochs from {run.epoch_source}" if run.epoch_source else "epochs unknown"
         print(f"{run.name}: {run.metrics_file} ({epochs})")

@@ -7,6 +7,8 @@ ones of a dataset root::
                                                      cells_trainval (all of train/)
     <root>/test_release/*.tif                     -> cells_test (ids from the mapping file)
     <root>/test_image_name_to_ids.json
+    <root>/<folder>/<name>/image.tif, classN.tif  -> cells_annotated_<folder> (any other
+                                                     annotated folder, e.g. CoNSeP's test/)
 
 Importing :mod:`seg_project` registers them for ``$DETECTRON2_DATASETS/cells`` (default
 ``datasets/cells``); ``seg_project.config.register_datasets_from_config`` re-registers them
@@ -22,12 +24,22 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..atomic_files import write_text
+from ..utils.atomic_files import write_text
 from .image_io import DatasetError
-from .reader import load_annotated_split, load_test_images
+from .reader import (
+    IMAGE_FILE,
+    MAPPING_FILE,
+    TEST_DIR,
+    TRAIN_DIR,
+    load_annotated_split,
+    load_test_images,
+)
 
 __all__ = [
+    "ANNOTATED_PREFIX",
     "DEFAULT_CLASS_NAMES",
+    "annotated_dataset_name",
+    "annotated_folders",
     "PREDEFINED_SPLITS",
     "default_root",
     "distinct_colors",
@@ -39,9 +51,8 @@ __all__ = [
 
 DEFAULT_CLASS_NAMES = ("class1", "class2", "class3", "class4")
 PREDEFINED_SPLITS = ("cells_train", "cells_val", "cells_trainval", "cells_test")
-TRAIN_DIR = "train"
-TEST_DIR = "test_release"
-MAPPING_FILE = "test_image_name_to_ids.json"
+# Every other annotated folder F of a root registers as cells_annotated_F.
+ANNOTATED_PREFIX = "cells_annotated_"
 # Well-separated colors for the first classes that stand out on pink/purple H&E tissue (gold,
 # green, sky blue, orange); more are spread over the hue circle.
 _BASE_COLORS = [(255, 200, 0), (0, 200, 83), (0, 160, 255), (255, 110, 0)]
@@ -174,6 +185,29 @@ def register_cells(
     )
 
 
+def annotated_folders(root) -> List[str]:
+    """Names of the folders of ``root``, other than ``train/`` and ``test_release/``, that hold
+    annotated images in the course layout (``<folder>/<name>/image.tif``), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name in (TRAIN_DIR, TEST_DIR) or folder.name.startswith("."):
+            continue
+        if any((child / IMAGE_FILE).is_file() for child in folder.iterdir() if child.is_dir()):
+            found.append(folder.name)
+    return found
+
+
+def annotated_dataset_name(folder: str) -> str:
+    """The registered name of an annotated folder of a root other than ``train/``."""
+    return f"{ANNOTATED_PREFIX}{folder}"
+
+
+_registered_annotated: List[str] = []
+
+
 def register_cells_splits(
     root=None,
     *,
@@ -183,10 +217,12 @@ def register_cells_splits(
     val_list: Optional[str] = None,
     cache_dir=None,
 ) -> None:
-    """Register ``cells_train``, ``cells_val``, ``cells_trainval`` and ``cells_test`` of a root.
+    """Register the datasets of a root: ``cells_train``, ``cells_val``, ``cells_trainval``
+    and ``cells_test``, and ``cells_annotated_<folder>`` for every other annotated folder
+    (e.g. ``cells_annotated_test`` for CoNSeP's ``test/``).
 
-    Nothing is read now: folders are listed and split when a dataset is first loaded, so this
-    is safe to call for a root that does not exist yet.
+    Nothing is read now but the root's folder names: images are listed and split when a
+    dataset is first loaded, so this is safe to call for a root that does not exist yet.
     """
     root = Path(root or default_root())
     train_dir = root / TRAIN_DIR
@@ -203,6 +239,15 @@ def register_cells_splits(
     mapping = root / MAPPING_FILE
     register_cells("cells_test", root / TEST_DIR, annotated=False,
                    mapping_file=mapping if mapping.exists() else None, **common)
+    for name in _registered_annotated:  # those of an earlier root
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    _registered_annotated.clear()
+    for folder in annotated_folders(root):
+        name = annotated_dataset_name(folder)
+        register_cells(name, root / folder, **common)
+        _registered_annotated.append(name)
 
 
 def write_split_file(output_dir, dataset_names: Sequence[str]) -> Optional[Path]:
@@ -221,3 +266,9 @@ def write_split_file(output_dir, dataset_names: Sequence[str]) -> Optional[Path]
     if not out:
         return None
     return write_text(Path(output_dir) / "cells_split.json", json.dumps(out, indent=2) + "\n")
+
+
+# The predefined datasets for $DETECTRON2_DATASETS/cells (configs re-register them for their
+# own DATASETS.CELLS.ROOT); importing seg_project arranges that this module is imported as soon
+# as detectron2.data is.
+register_cells_splits()

@@ -1,2 +1,1 @@
-"""Evaluation helpers: COCO evaluation during training (:mod:`.coco`), the submission writer
-and checker (:mod:`.submission`), and telling bbox formats apart (:mod:`.bbox_format`)."""
+"""Numbers about predictions: COCO AP during training and evaluation (:mod:`.coco`)."""

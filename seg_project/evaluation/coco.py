@@ -1,48 +1,57 @@
-"""COCO evaluation for crowded images: many detections per image, faster-coco-eval, per-class AP50.
+"""COCO AP of instance predictions: the grader's exact figures, and the same at a high cap.
 
-``CellsCOCOEvaluator`` is Detectron2's ``COCOEvaluator`` with four changes:
+The course's grader (CodaBench) runs stock pycocotools ``COCOeval`` with default parameters:
+``maxDets = [1, 10, 100]``, so only the 100 highest-scoring detections of each (image,
+category) pair count. Crowded images hold far more cells than that, so two evaluations are
+run on the same results:
 
-- ``max_dets_per_image`` (the AP cap) follows ``TEST.DETECTIONS_PER_IMAGE``: images hold
-  hundreds of cells, and COCO's default of 100 would ignore most of them.
-- Evaluation runs through :func:`evaluate_coco`: faster-coco-eval's ``COCOeval_faster``
-  (the same stats as pycocotools, several times faster) or pycocotools. Detectron2's own fast
-  path needs its C++ extension.
-- Predictions may carry RLE masks already (``pred_rles``, see
-  :class:`seg_project.postprocess.RLEOutputModel`) instead of full-size bitmaps.
-- Per-class AP50 (the course's metric, per class) is reported next to per-class AP, and the
-  ground truth is converted to COCO json afresh for each run (never a stale cached file).
+- the headline (``AP``, ``AP50``, ..., per-class ``AP-<class>`` and ``AP50-<class>``) with
+  default parameters: exactly what the grader computes;
+- the high-cap figures (``AP@N``, ``AP50@N``, ``AP75@N``, ``AP50@N-<class>``), with
+  ``maxDets[2] = N`` (``TEST.DETECTIONS_PER_IMAGE``): what the model finds when nothing is cut.
+
+The engine is faster-coco-eval's ``COCOeval_faster`` (its numbers equal pycocotools', which a
+test checks on real CoNSeP ground truth) or pycocotools itself. AP figures are percentages,
+as in Detectron2. Nothing here imports Detectron2.
 """
 
 import contextlib
 import copy
 import io
-import itertools
-import json
-import os
-from typing import Dict, List, Optional
+import math
+from typing import Dict, List, Optional, Sequence
 
-from detectron2.data import MetadataCatalog
-from detectron2.data.datasets.coco import convert_to_coco_json
-from detectron2.evaluation import COCOEvaluator
-from detectron2.evaluation.coco_evaluation import COCOevalMaxDets, instances_to_coco_json
-from detectron2.utils import comm
-from detectron2.utils.logger import create_small_table
+import numpy as np
 
-from ..atomic_files import write_text
-from ..postprocess import instances_to_coco_entries
+__all__ = [
+    "COCO_METRICS",
+    "GRADER_MAX_DETS",
+    "coco_metrics",
+    "evaluate_coco",
+    "evaluate_coco_tasks",
+    "no_prediction_metrics",
+]
 
-__all__ = ["CellsCOCOEvaluator", "evaluate_coco"]
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# COCOeval's default maxDets[2]: the grader scores the best 100 detections per image and class.
+GRADER_MAX_DETS = 100
+# The high-cap figures kept beside the headline.
+_HIGH_CAP_METRICS = ("AP", "AP50", "AP75")
 
 
-def evaluate_coco(coco_gt, results: List[Dict], iou_type: str, max_dets: int = 100,
-                  fast: bool = True, img_ids: Optional[List[int]] = None):
+def evaluate_coco(coco_gt, results: List[Dict], iou_type: str,
+                  max_dets: int = GRADER_MAX_DETS, fast: bool = True,
+                  img_ids: Optional[List[int]] = None):
     """Run COCO evaluation of ``results`` against ``coco_gt`` and return the evaluator.
+
+    With ``max_dets == 100`` the parameters are COCOeval's defaults, untouched (the grader's
+    evaluation); otherwise only ``maxDets[2]`` changes.
 
     Args:
         coco_gt: a ``pycocotools.coco.COCO`` ground truth.
         results: COCO result dicts with dataset category ids.
         iou_type: "bbox" or "segm".
-        max_dets: detections per image that count (COCO's maxDets[2]).
+        max_dets: detections per image and category that count (COCO's ``maxDets[2]``).
         fast: use faster-coco-eval's ``COCOeval_faster`` instead of pycocotools.
         img_ids: restrict to these image ids.
 
@@ -50,118 +59,123 @@ def evaluate_coco(coco_gt, results: List[Dict], iou_type: str, max_dets: int = 1
         The evaluator after evaluate/accumulate/summarize (``.stats``, ``.eval["precision"]``).
     """
     if iou_type == "segm":
-        # Without bbox, mask AP uses mask areas for the small/medium/large split.
+        # Mask AP reads masks only (areas too); a bbox in xyxy or any layout changes nothing.
         results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-    if fast:
-        from faster_coco_eval import COCOeval_faster as evaluator_class
-    else:
-        evaluator_class = COCOevalMaxDets  # pycocotools, with maxDets[2] != 100 supported
-    coco_eval = evaluator_class(coco_gt, coco_dt, iou_type)
-    coco_eval.params.maxDets = [1, 10, max_dets]
-    if img_ids is not None:
-        coco_eval.params.imgIds = img_ids
-    coco_eval.evaluate()
-    coco_eval.accumulate()
-    coco_eval.summarize()
+        if fast:
+            from faster_coco_eval import COCOeval_faster as evaluator_class
+        else:
+            from pycocotools.cocoeval import COCOeval as evaluator_class
+        coco_eval = evaluator_class(coco_gt, coco_dt, iou_type)
+        if max_dets != GRADER_MAX_DETS:
+            coco_eval.params.maxDets = [1, 10, max_dets]
+        if img_ids is not None:
+            coco_eval.params.imgIds = img_ids
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        _summarize(coco_eval, max_dets)
     return coco_eval
 
 
-class CellsCOCOEvaluator(COCOEvaluator):
-    """COCO bbox + segm evaluation with a high detection cap and faster-coco-eval."""
+def _summarize(coco_eval, max_dets: int) -> None:
+    """``summarize()`` at the default cap. At another cap pycocotools' ``summarize`` reads
+    AP at 100 detections (its ``stats[0]``), so the AP stats are taken from the precision
+    table at that cap, as ``summarize`` does at 100 (AR stats are left at -1: unused here)."""
+    if max_dets == GRADER_MAX_DETS:
+        coco_eval.summarize()
+        return
+    params = coco_eval.params
+    precision = coco_eval.eval["precision"]  # (IoU, recall, class, area, max dets)
+    m = list(params.maxDets).index(max_dets)
+    stats = np.full(12, -1.0)
+    for index, (iou, area) in enumerate([(None, "all"), (0.5, "all"), (0.75, "all"),
+                                         (None, "small"), (None, "medium"), (None, "large")]):
+        a = list(params.areaRngLbl).index(area)
+        values = precision[:, :, :, a, m]
+        if iou is not None:
+            values = values[np.flatnonzero(np.isclose(params.iouThrs, iou))]
+        values = values[values > -1]
+        stats[index] = float(values.mean()) if values.size else -1.0
+    coco_eval.stats = stats
 
-    def __init__(
-        self,
-        dataset_name: str,
-        output_dir: str,
-        *,
-        max_dets_per_image: int = 1000,
-        use_fast_coco_eval: bool = True,
-        distributed: bool = True,
-    ):
-        """
-        Args:
-            dataset_name: a registered dataset with annotations.
-            output_dir: where the COCO-format ground truth and the predictions are written.
-            max_dets_per_image: detections per image that count for AP.
-            use_fast_coco_eval: faster-coco-eval instead of pycocotools.
-            distributed: gather predictions from all processes.
-        """
-        metadata = MetadataCatalog.get(dataset_name)
-        if not hasattr(metadata, "json_file"):
-            json_file = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
-            if comm.is_main_process():
-                convert_to_coco_json(dataset_name, json_file, allow_cached=False)
-            comm.synchronize()
-            metadata.json_file = json_file
-        with contextlib.redirect_stdout(io.StringIO()):
-            super().__init__(dataset_name, tasks=("bbox", "segm"), distributed=distributed,
-                             output_dir=output_dir, use_fast_impl=False,
-                             max_dets_per_image=max_dets_per_image)
-        self._use_fast_coco_eval = use_fast_coco_eval
 
-    def process(self, inputs, outputs):
-        for inputs_i, output in zip(inputs, outputs):
-            instances = output["instances"].to(self._cpu_device)
-            if instances.has("pred_rles"):
-                entries = instances_to_coco_entries(instances, inputs_i["image_id"])
-            else:
-                entries = instances_to_coco_json(instances, inputs_i["image_id"])
-            self._predictions.append({"image_id": inputs_i["image_id"], "instances": entries})
+def _percent(value: float) -> float:
+    return float(value * 100) if value >= 0 else float("nan")
 
-    def _eval_predictions(self, predictions, img_ids=None):
-        results = list(itertools.chain(*[p["instances"] for p in predictions]))
-        to_category = {v: k for k, v in
-                       self._metadata.thing_dataset_id_to_contiguous_id.items()}
-        for result in results:
-            result["category_id"] = to_category[result["category_id"]]
-        if self._output_dir:
-            path = os.path.join(self._output_dir, "coco_instances_results.json")
-            self._logger.info(f"Saving results to {path}")
-            write_text(path, json.dumps(results))
-        if not self._do_evaluation:
-            self._logger.info("Annotations are not available for evaluation.")
-            return
-        engine = "faster-coco-eval" if self._use_fast_coco_eval else "pycocotools"
-        self._logger.info(f"Evaluating {len(results)} predictions with {engine} "
-                          f"(maxDets {self._max_dets_per_image[2]}) ...")
-        class_names = self._metadata.get("thing_classes")
-        for task in sorted(self._tasks):
-            if not results:
-                self._results[task] = self._no_predictions(task, class_names)
-                continue
-            coco_eval = evaluate_coco(self._coco_api, results, task, self._max_dets_per_image[2],
-                                      self._use_fast_coco_eval, img_ids)
-            res = self._derive_coco_results(coco_eval, task, class_names=class_names)
-            res.update(self._per_class_ap50(coco_eval, task, class_names))
-            self._results[task] = res
 
-    def _no_predictions(self, task: str, class_names: List[str]) -> Dict[str, float]:
-        """Nothing detected: AP is 0 wherever there is ground truth (Detectron2 says NaN,
-        which would hide a model that finds nothing behind "not computable")."""
-        present = {ann["category_id"] for ann in self._coco_api.dataset["annotations"]}
-        to_dataset_id = {v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()}
-        self._logger.warning("No predictions from the model: AP is 0.")
-        res = {metric: 0.0 for metric in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
-        per_class = {f"AP50-{name}": 0.0 if to_dataset_id[k] in present else float("nan")
-                     for k, name in enumerate(class_names)}
-        res.update({f"AP-{name}": per_class[f"AP50-{name}"] for name in class_names})
-        res.update(per_class)
-        self._log_per_class(task, per_class)
-        return res
-
-    def _log_per_class(self, task: str, per_class: Dict[str, float]) -> None:
-        self._logger.info(f"Per-class {task} AP50:\n" + create_small_table(per_class))
-
-    def _per_class_ap50(self, coco_eval, task: str, class_names: List[str]) -> Dict[str, float]:
-        # precision: (IoU thresholds, recall, class, area range, max dets); IoU index 0 is 0.5.
-        precision = coco_eval.eval["precision"][0, :, :, 0, -1]
-        per_class = {}
-        for k, name in enumerate(class_names):
-            values = precision[:, k]
+def coco_metrics(coco_eval, class_names: Sequence[str]) -> Dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl and per class ``AP-<name>`` and ``AP50-<name>``
+    (percentages; NaN where nothing can be computed) from a summarized evaluator."""
+    metrics = {name: _percent(coco_eval.stats[i]) for i, name in enumerate(COCO_METRICS)}
+    # precision: (IoU thresholds, recall, class, area range, max dets); IoU index 0 is 0.5.
+    precision = coco_eval.eval["precision"]
+    for k, name in enumerate(class_names):
+        for key, values in ((f"AP-{name}", precision[:, :, k, 0, -1]),
+                            (f"AP50-{name}", precision[0, :, k, 0, -1])):
             values = values[values > -1]
-            per_class[f"AP50-{name}"] = float(values.mean() * 100) if values.size else float("nan")
-        self._log_per_class(task, per_class)
-        return per_class
+            metrics[key] = float(values.mean() * 100) if values.size else float("nan")
+    return metrics
 
+
+def no_prediction_metrics(present_classes: Sequence[bool], class_names: Sequence[str],
+                          high_cap: Optional[int] = None) -> Dict[str, float]:
+    """Metrics of an evaluation without any prediction: 0 wherever there is ground truth
+    (Detectron2 says NaN, which would hide a model that finds nothing), NaN per class
+    without ground truth."""
+    metrics = {name: 0.0 for name in COCO_METRICS}
+    for present, name in zip(present_classes, class_names):
+        value = 0.0 if present else float("nan")
+        metrics[f"AP-{name}"] = metrics[f"AP50-{name}"] = value
+        if high_cap:
+            metrics[f"AP50@{high_cap}-{name}"] = value
+    if high_cap:
+        metrics.update({f"{name}@{high_cap}": 0.0 for name in _HIGH_CAP_METRICS})
+    return metrics
+
+
+def evaluate_coco_tasks(coco_gt, results: List[Dict], class_names: Sequence[str], *,
+                        tasks: Sequence[str] = ("bbox", "segm"), high_cap: int = 1000,
+                        fast: bool = True,
+                        img_ids: Optional[List[int]] = None) -> Dict[str, Dict[str, float]]:
+    """The grader-exact and the high-cap COCO metrics of each task.
+
+    Args:
+        coco_gt: a ``pycocotools.coco.COCO`` ground truth whose categories are the classes,
+            in order (dataset ids 1..K).
+        results: COCO result dicts (``image_id``, ``category_id`` 1..K, ``score``, ``bbox``
+            as ``[x, y, w, h]``, ``segmentation`` RLE).
+        class_names: the K class names.
+        tasks: "bbox" and/or "segm".
+        high_cap: ``maxDets[2]`` of the high-cap figures (no high-cap figures if it is 100
+            or less).
+        fast: faster-coco-eval instead of pycocotools.
+        img_ids: restrict to these image ids.
+
+    Returns:
+        dict: ``{task: {metric: value}}`` with the grader-exact metrics under their usual
+        names and the high-cap ones as ``AP@N``, ``AP50@N``, ``AP75@N`` and
+        ``AP50@N-<class>``.
+    """
+    cap = high_cap if high_cap > GRADER_MAX_DETS else None
+    if not results:
+        category_ids = sorted(coco_gt.getCatIds())
+        present = {ann["category_id"] for ann in coco_gt.dataset.get("annotations", [])}
+        flags = [cid in present for cid in category_ids]
+        return {task: no_prediction_metrics(flags, class_names, cap) for task in tasks}
+    out = {}
+    for task in tasks:
+        metrics = coco_metrics(evaluate_coco(coco_gt, results, task, GRADER_MAX_DETS, fast,
+                                             img_ids), class_names)
+        if cap:
+            high = coco_metrics(evaluate_coco(coco_gt, results, task, cap, fast, img_ids),
+                                class_names)
+            metrics.update({f"{name}@{cap}": high[name] for name in _HIGH_CAP_METRICS})
+            metrics.update({f"AP50@{cap}-{name}": high[f"AP50-{name}"] for name in class_names})
+        out[task] = metrics
+    return out
+
+
+def is_missing(value: float) -> bool:
+    """Whether a metric value is NaN (nothing to compute)."""
+    return isinstance(value, float) and math.isnan(value)
