@@ -3,6 +3,7 @@ two processes on a CPU, AMP on a CPU, seeds, early stopping."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,12 @@ def evaluated_iterations(run_dir: Path) -> list:
 
 def trained_iterations(run_dir: Path) -> list:
     return sorted(line["iteration"] for line in read_metrics(run_dir) if "total_loss" in line)
+
+
+def listing(folder: Path) -> dict:
+    """Every file under ``folder`` with its size and mtime."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(Path(folder).rglob("*"))}
 
 
 def run_script(argv, timeout=600, **kwargs):
@@ -105,6 +112,8 @@ def test_checkpoints_hold_optimizer_scheduler_and_iteration(trained_run):
     assert trainer_state["iteration"] == 3
     assert trainer_state["_trainer"]["optimizer"]["state"], "no momentum buffers saved"
     assert "LRScheduler" in trainer_state["hooks"]
+    assert trainer_state["scheduler"]["last_epoch"] == 4
+    assert "stopped_early" not in trainer_state
     assert trainer_state["hooks"]["BestCheckpointHook"]["best_iteration"] in (1, 3)
     assert not list(trained_run.glob("*.tmp")), "a temporary checkpoint file was left behind"
 
@@ -135,13 +144,18 @@ def test_resume_after_a_kill_mid_epoch_ends_like_an_uninterrupted_run(
 
 
 def test_eval_only_prints_the_ap_table(synthetic_root, trained_run, tmp_path):
+    """--eval-only prints the grader-exact COCO table, the high-cap table (a cap above the
+    grader's 100) and the pathology table."""
     argv = train_args(synthetic_root, tmp_path, "--eval-only",
-                      **{"MODEL.WEIGHTS": trained_run / "model_final.pth"})
+                      **{"MODEL.WEIGHTS": trained_run / "model_final.pth",
+                         "TEST.DETECTIONS_PER_IMAGE": 200})
     result = run_script(argv)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
     assert "copypaste: Task: segm" in out and "copypaste: AP,AP50,AP75" in out
-    assert "Per-class segm AP50" in out
+    assert "COCO AP, grader-exact" in out and "AP50-class1" in out
+    assert "COCO AP, high cap (200 detections" in out and "AP50@200" in out
+    assert "Pathology metrics" in out and "AJI+" in out and "mPQ" in out
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path, monkeypatch):
@@ -204,7 +218,7 @@ class _FakeTrainer:
         self.iter, self.max_iter, self.stop_requested = 0, max_iter, False
         self.storage = EventStorage(0)
 
-    def request_stop(self):
+    def request_stop(self, reason=""):
         self.stop_requested = True
 
 
@@ -235,28 +249,86 @@ def test_best_checkpoint_and_early_stopping():
     assert state == {"best_value": 30.0, "best_iteration": 19, "evals_without_improvement": 2}
 
 
-def test_early_stopping_ends_training_with_a_final_checkpoint(synthetic_root, tmp_path):
+def test_early_stopping_ends_training_with_a_final_checkpoint(synthetic_root, tmp_path,
+                                                              capsys):
     # "epoch" is recorded at every evaluation and only grows: in "min" mode the first
     # evaluation is the best and the second does not improve, so patience 1 stops the run
     # after epoch 2 of 3, deterministically.
-    run_train_net(train_args(synthetic_root, tmp_path, epochs=3, **{
+    argv = train_args(synthetic_root, tmp_path, epochs=3, **{
         "TEST.EARLY_STOP_PATIENCE": 1, "TEST.BEST_METRIC": "epoch",
-        "TEST.BEST_METRIC_MODE": "min"}))
+        "TEST.BEST_METRIC_MODE": "min"})
+    run_train_net(argv)
     assert evaluated_iterations(tmp_path) == [1, 3]
     assert trained_iterations(tmp_path)[-1] == 3
     final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
     assert final["trainer"]["iteration"] == 3
+    # The final checkpoint records the early stop ...
+    stopped = final["trainer"]["stopped_early"]
+    assert stopped["iteration"] == 3 and "epoch did not improve for 1 evaluations" in \
+        stopped["reason"]
     best = torch.load(tmp_path / "model_best.pth", map_location="cpu", weights_only=True)
     assert best["iteration"] == 1
+    # ... and --resume says so and does nothing: no training, nothing written or changed.
+    before = listing(tmp_path)
+    capsys.readouterr()
+    assert load_tool("train_net").command(["--resume", *map(str, argv)]) == 0
+    out = capsys.readouterr().out
+    assert (f"{tmp_path / 'model_final.pth'}: this run stopped early at iteration 3 "
+            "(epoch did not improve for 1 evaluations") in out
+    assert "--resume has nothing to do" in out
+    assert listing(tmp_path) == before
+
+
+def test_resume_restores_optimizer_scheduler_and_scaler_without_the_installer_patch(
+        synthetic_root, trained_run, tmp_path, monkeypatch):
+    """Undo tools/install_detectron2.py's fix_trainer_checkpoints_optimizer: stock v0.6
+    DefaultTrainer.state_dict is TrainerBase's (iteration and hooks only). CellsTrainer's
+    own state still carries the optimizer, scheduler and grad scaler through --resume."""
+    from detectron2.engine import DefaultTrainer, TrainerBase
+
+    from seg_project.engine import CellsTrainer
+    from seg_project.engine.mixed_precision import MixedPrecisionTrainer
+
+    monkeypatch.setattr(DefaultTrainer, "state_dict", TrainerBase.state_dict)
+    monkeypatch.setattr(DefaultTrainer, "load_state_dict", TrainerBase.load_state_dict)
+    # A run killed after epoch 1: model_0000001.pth is the newest checkpoint.
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy2(trained_run / "model_0000001.pth", run / "model_0000001.pth")
+    saved = torch.load(run / "model_0000001.pth", map_location="cpu",
+                       weights_only=True)["trainer"]
+    argv = train_args(synthetic_root, run, "--resume")
+    cfg = setup_cfg(load_tool("train_net").build_parser().parse_args(map(str, argv)))
+    trainer = CellsTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2
+    buffers = trainer.optimizer.state_dict()["state"]
+    assert buffers and set(buffers) == set(saved["_trainer"]["optimizer"]["state"])
+    for index, state in saved["_trainer"]["optimizer"]["state"].items():
+        assert torch.equal(buffers[index]["momentum_buffer"], state["momentum_buffer"])
+    assert trainer.scheduler.state_dict() == saved["scheduler"]
+    assert trainer.scheduler.last_epoch == 2
+    # The grad scaler (CUDA AMP) goes the same way; a CPU GradScaler stands in for it.
+    trainer._trainer = MixedPrecisionTrainer(trainer.model, [], trainer.optimizer, "float32")
+    trainer._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=64.0)
+    state = trainer.state_dict()
+    assert state["_trainer"]["grad_scaler"]["scale"] == 64.0
+    assert "optimizer" in state["_trainer"] and "scheduler" in state
+    trainer._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    trainer.load_state_dict(state)
+    assert trainer._trainer.grad_scaler.get_scale() == 64.0
 
 
 # ------------------------------------------------------------------ devices and precision
-def test_amp_on_cpu_trains_in_bfloat16(synthetic_root, trained_run, tmp_path):
-    from seg_project.engine import CellsTrainer
+def test_amp_on_cpu_trains_in_bfloat16(synthetic_root, trained_run, tmp_path, monkeypatch):
+    from seg_project.engine import CellsTrainer, mixed_precision
 
+    # As on a CPU with native bfloat16 (AVX512_BF16/AMX); tests/test_reliability.py covers
+    # the float32 fallback.
+    monkeypatch.setattr(mixed_precision, "native_cpu_bf16", lambda: (True, "AMX (fake)"))
     argv = train_args(synthetic_root, tmp_path, epochs=1, **{
         "SOLVER.AMP.ENABLED": True, "MODEL.WEIGHTS": trained_run / "model_final.pth"})
-    cfg = setup_cfg(load_tool("train_net").default_argument_parser().parse_args(argv))
+    cfg = setup_cfg(load_tool("train_net").build_parser().parse_args(argv))
     trainer = CellsTrainer(cfg)
     assert trainer._trainer.autocast_dtype == torch.bfloat16
     trainer.resume_or_load(resume=False)  # loads the weights file this test suite saved

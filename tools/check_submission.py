@@ -6,14 +6,14 @@ Usage:
     python tools/check_submission.py submission.zip --id-map ids.json --num-classes 4 \\
         --bbox-format xyxy --require-all
 
-Prints a report (errors first); exits 0 when the submission is valid, 1 otherwise.
+Prints a report (errors first); exits 0 when the submission is valid, 1 when it is not, and 2
+when an input cannot be read (``error: <file>: <problem>`` on stderr).
 """
 
 import argparse
 import sys
 
-from seg_project.data.image_io import DatasetError
-from seg_project.evaluation.submission import check_submission, format_report
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def _positive_int(text: str) -> int:
@@ -36,21 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the one the masks fit; default)")
     parser.add_argument("--require-all", action="store_true",
                         help="make an image without any entry an error")
+    add_debug_argument(parser)
     return parser
 
 
-def main(argv=None) -> int:
-    """Run the check; return the exit status (0 valid, 1 errors or unreadable input)."""
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = check_submission(args.submission, args.id_map, args.num_classes,
-                                  bbox_format=args.bbox_format,
-                                  require_all_images=args.require_all)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from seg_project.submission import (  # after the command line: --help answers at once
+        check_submission,
+        format_report,
+    )
+
+    report = check_submission(args.submission, args.id_map, args.num_classes,
+                              bbox_format=args.bbox_format, require_all_images=args.require_all)
     print(format_report(report))
     return 0 if report.ok else 1
+
+
+def main(argv=None) -> int:
+    """Run the check; return the exit status (0 valid, 1 invalid, 2 unreadable input)."""
+    return run_tool(_main, argv)
 
 
 if __name__ == "__main__":

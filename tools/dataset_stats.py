@@ -13,7 +13,7 @@ Bad input prints the file and the problem to stderr and exits with code 2.
 import argparse
 import sys
 
-from seg_project.data.stats import report
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def _positive_int(text: str) -> int:
@@ -37,14 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="conversion cache folder, or 'off' (default: $SEG_PROJECT_CACHE "
                              "or ~/.cache/seg_project)")
+    add_debug_argument(parser)
     return parser
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
+    from seg_project.data.stats import report  # after the command line: --help answers at once
+
     cache_dir = False if args.cache_dir == "off" else args.cache_dir
     return report(args.root, args.split, args.num_classes, as_json=args.json,
                   cache_dir=cache_dir, progress=True)
+
+
+def main(argv=None) -> int:
+    """Print the statistics; returns the exit status (0, or 2 for bad input)."""
+    return run_tool(_main, argv)
 
 
 if __name__ == "__main__":

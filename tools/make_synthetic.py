@@ -13,11 +13,15 @@ Writes ``train/<name>/image.tif`` + ``classN.tif``, ``test_release/<uuid>.tif`` 
 import argparse
 import sys
 
-from seg_project.data.synthetic import format_summary, make_synthetic_dataset
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def main(argv=None) -> int:
     """Parse the command line, generate the dataset and print its summary; return 0 or 2."""
+    return run_tool(_main, argv, expected=(ValueError,))
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="dataset root to create")
     parser.add_argument("--num-train", type=int, default=12, help="annotated images (12)")
@@ -31,15 +35,17 @@ def main(argv=None) -> int:
                         help="training images without any cell (0)")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty folder, replacing only generated files")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        summary = make_synthetic_dataset(
-            args.out, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-            min_size=args.min_size, max_size=args.max_size, cells_per_image=tuple(args.cells),
-            empty_images=args.empty_images, overwrite=args.force, progress=True)
-    except (ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from seg_project.data.synthetic import (  # after the command line: --help answers at once
+        format_summary,
+        make_synthetic_dataset,
+    )
+
+    summary = make_synthetic_dataset(
+        args.out, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
+        min_size=args.min_size, max_size=args.max_size, cells_per_image=tuple(args.cells),
+        empty_images=args.empty_images, overwrite=args.force, progress=True)
     print(format_summary(summary))
     return 0
 

@@ -5,53 +5,61 @@ Images become ``HxWx3`` ``uint8`` RGB arrays, whatever the file holds:
 - RGBA (the course's LZW TIFFs): the alpha channel is dropped (the course's alpha is a
   constant 255; color values are used as stored, not composited).
 - gray (2-D or one channel) is repeated to three channels; gray + alpha drops the alpha.
-- ``uint8`` is used as is. Wider data (``uint16``, other integers, floats) whose values all lie
-  in 0..255 is cast; otherwise the image's 0.1st..99.9th percentile range (over all channels,
-  so colors keep their balance) is stretched linearly to 0..255. Floats within 0..1 are
-  scaled by 255. (Detectron2's PIL path clips 16-bit data to 255, which turns most
-  microscopy images white, and cannot open float TIFFs at all.)
+- ``uint8`` is used as is, always.
+
+Wider data (``uint16``, other integers, floats) follows one rule for a whole dataset, so that
+the same stored value becomes the same color in every image of it:
+
+- Fixed mappings, the same for any dataset: integers whose values all lie in 0..255 are cast;
+  floats within 0..1 are scaled by 255 (and rounded); floats within 0..255 are cast.
+- A dataset whose images hold other values (e.g. 12- or 16-bit microscopy, negative values,
+  floats beyond 255) gets an :class:`IntensityRule`: the 0.1st..99.9th percentile range of
+  its training images' values (a fixed sample of each, all channels pooled so colors keep
+  their balance) is stretched linearly to 0..255, clipped. :func:`compute_intensity_rule`
+  computes it once; it then maps *every* non-``uint8`` image of the dataset, training and test
+  alike (``read_image(path, rule)``). It is stored with the run (``INPUT.INTENSITY_RANGE`` in
+  ``config.yaml`` and ``intensity_rule.json`` beside the weights, see
+  :func:`resolve_intensity_rule`), so prediction maps test images exactly as training did.
+- An image read on its own, without a rule (e.g. a picture drawn from one file), whose values
+  need one is its own dataset: its own 0.1..99.9th percentiles are stretched (a warning says
+  so once per process).
+
+(Detectron2's PIL path clips 16-bit data to 255, which turns most microscopy images white, and
+cannot open float TIFFs at all.)
 
 Masks are single-channel arrays of whole, non-negative instance ids (0 = background) of any
 integer or float dtype; they are returned as ``int32`` (``int64`` if the ids need it).
 """
 
-import os
+import logging
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+
+from ..utils.errors import DatasetError
+from ..utils.paths import require_file
+from .intensity import IntensityRule, finite_float32, fixed_mapping, rule_of_values
 
 __all__ = [
     "DatasetError",
     "IMAGE_EXTENSIONS",
+    "color_channels",
     "read_array",
     "read_image",
     "read_mask",
     "read_image_size",
+    "stored_dtype",
     "to_rgb_uint8",
 ]
+
+logger = logging.getLogger(__name__)
+# Set once an image was stretched by its own percentiles (warned about once per process).
+_WARNED_ALONE: list = []
 
 # Files that the image reader accepts (TIFF through tifffile, the others through OpenCV).
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
-
-
-class DatasetError(ValueError):
-    """Bad input data. The message starts with the offending file and says what is wrong."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
-
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise DatasetError(path, "file not found")
-    if not path.is_file():
-        raise DatasetError(path, "is not a file")
-    if os.path.getsize(path) == 0:
-        raise DatasetError(path, "is empty (0 bytes)")
 
 
 def read_array(path) -> np.ndarray:
@@ -67,7 +75,7 @@ def read_array(path) -> np.ndarray:
     import tifffile
 
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         try:
             with tifffile.TiffFile(path) as tif:
@@ -104,7 +112,7 @@ def read_image_size(path) -> Tuple[int, int]:
     import tifffile
 
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         try:
             with tifffile.TiffFile(path) as tif:
@@ -115,29 +123,8 @@ def read_image_size(path) -> Tuple[int, int]:
     return tuple(read_array(path).shape[:2])
 
 
-def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
-    data = array.astype(np.float32)
-    if not np.isfinite(data).all():
-        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(data.min()), float(data.max())
-    if lo >= 0 and hi <= 255 and (np.issubdtype(array.dtype, np.integer) or hi > 1):
-        return data.astype(np.uint8)
-    if lo >= 0 and hi <= 1 and np.issubdtype(array.dtype, np.floating):
-        return np.round(data * 255).astype(np.uint8)
-    lo, hi = np.percentile(data, [0.1, 99.9])
-    if hi <= lo:
-        return np.zeros(data.shape, np.uint8)
-    return np.round(np.clip((data - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-
-
-def to_rgb_uint8(array: np.ndarray, path="<array>") -> np.ndarray:
-    """Convert an image array (gray, gray+alpha, RGB, RGBA; any dtype) to ``HxWx3 uint8``.
-
-    See the module docstring for what happens to alpha and to 16-bit or float data.
-
-    Raises:
-        DatasetError: the array has a shape no image has.
-    """
+def color_channels(array: np.ndarray, path="<array>") -> np.ndarray:
+    """``HxWx3`` (any dtype) from gray, gray + alpha, RGB or RGBA."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 2:
@@ -151,20 +138,70 @@ def to_rgb_uint8(array: np.ndarray, path="<array>") -> np.ndarray:
                                  "or HxWx4)")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DatasetError(path, f"image has no pixels (shape {array.shape})")
+    return array
+
+
+def to_rgb_uint8(array: np.ndarray, path="<array>",
+                 rule: Optional[IntensityRule] = None) -> np.ndarray:
+    """Convert an image array (gray, gray+alpha, RGB, RGBA; any dtype) to ``HxWx3 uint8``.
+
+    See the module docstring for what happens to alpha and to 16-bit or float data.
+
+    Args:
+        array: the image as stored.
+        path: named in errors and warnings.
+        rule: the dataset's :class:`IntensityRule`; it maps every non-``uint8`` image. None:
+            the fixed mappings, else (values that need a rule) the image's own percentiles.
+
+    Raises:
+        DatasetError: the array has a shape no image has.
+    """
+    array = color_channels(array, path)
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     if array.dtype != np.uint8:
-        array = _stretch_to_uint8(array)
+        if rule is not None:
+            array = rule.apply(array)
+        else:
+            fixed = fixed_mapping(array)
+            if fixed is None:
+                if not _WARNED_ALONE:
+                    _WARNED_ALONE.append(path)
+                    logger.warning(
+                        f"{path}: {array.dtype} values beyond 0..255 and no dataset intensity "
+                        "rule given: stretching this image's own 0.1..99.9th percentiles (images "
+                        "read this way may differ in brightness; training and prediction use "
+                        "the dataset's rule, INPUT.INTENSITY_RANGE)")
+                fixed = rule_of_values(finite_float32(array)).apply(array)
+            array = fixed
     return np.ascontiguousarray(array)
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, rule: Optional[IntensityRule] = None) -> np.ndarray:
     """Read an image file as an ``HxWx3 uint8`` RGB array (see the module docstring).
+
+    Args:
+        path: the image file.
+        rule: the dataset's :class:`IntensityRule` (None: fixed mappings or the image's own
+            percentiles).
 
     Raises:
         DatasetError: missing, empty, corrupt or unsupported file.
     """
-    return to_rgb_uint8(read_array(path), path)
+    return to_rgb_uint8(read_array(path), path, rule)
+
+
+def stored_dtype(path: Path) -> Optional[np.dtype]:
+    """The dtype of a TIFF's first series from its header (None: not known without decoding)."""
+    if path.suffix.lower() not in _TIFF_EXTENSIONS:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return np.dtype(tif.series[0].dtype) if tif.series else None
+    except Exception:
+        return None  # read_array names the problem
 
 
 def read_mask(path) -> np.ndarray:

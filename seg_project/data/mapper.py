@@ -3,8 +3,9 @@
 Differences from Detectron2's ``DatasetMapper``, each for this kind of data:
 
 - Images are read by :func:`seg_project.data.image_io.read_image` (RGBA, gray, 16-bit and
-  float TIFFs; Detectron2's PIL path clips 16-bit data and cannot open float TIFFs), then put
-  in the model's ``INPUT.FORMAT``.
+  float TIFFs; Detectron2's PIL path clips 16-bit data and cannot open float TIFFs) with the
+  dataset's intensity rule (``INPUT.INTENSITY_RANGE``: one mapping of 16-bit and float values
+  for every image), then put in the model's ``INPUT.FORMAT``.
 - Masks stay RLE until here and become :class:`CroppedMasks`: each instance is decoded inside
   its box only, and augmentation moves the crops instead of resampling full-size bitmaps.
   With hundreds of cells per image this is what keeps data loading off the critical path.
@@ -13,7 +14,7 @@ Differences from Detectron2's ``DatasetMapper``, each for this kind of data:
 """
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -25,6 +26,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from .cropped_masks import CroppedMasks
 from .image_io import DatasetError, read_image
+from .intensity import IntensityRule
 
 __all__ = ["CellsDatasetMapper", "build_augmentations", "to_model_format"]
 
@@ -62,6 +64,7 @@ class CellsDatasetMapper:
         image_format: str = "BGR",
         use_instance_mask: bool = True,
         min_instance_area: int = 0,
+        intensity_rule: Optional[IntensityRule] = None,
     ):
         """
         Args:
@@ -71,12 +74,15 @@ class CellsDatasetMapper:
             image_format: "BGR" or "RGB", the model's ``INPUT.FORMAT``.
             use_instance_mask: whether to produce ``gt_masks``.
             min_instance_area: training drops instances with fewer pixels than this.
+            intensity_rule: the dataset's mapping of 16-bit and float images to uint8 (see
+                :mod:`seg_project.data.image_io`); None for datasets that need none.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.use_instance_mask = use_instance_mask
         self.min_instance_area = min_instance_area
+        self.intensity_rule = intensity_rule
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(f"[CellsDatasetMapper] {mode} augmentations: "
                                          f"{augmentations}")
@@ -93,11 +99,12 @@ class CellsDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "use_instance_mask": cfg.MODEL.MASK_ON,
             "min_instance_area": cfg.INPUT.MIN_INSTANCE_AREA,
+            "intensity_rule": IntensityRule.from_config(cfg.INPUT.INTENSITY_RANGE),
         }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         record = {k: v for k, v in dataset_dict.items() if k != "annotations"}
-        image = read_image(record["file_name"])
+        image = read_image(record["file_name"], self.intensity_rule)
         if image.shape[:2] != (record["height"], record["width"]):
             raise DatasetError(record["file_name"], f"image is {image.shape[0]}x{image.shape[1]}"
                                                     f" but its record says {record['height']}x"

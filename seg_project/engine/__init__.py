@@ -1,7 +1,7 @@
 """Training: the trainer, its hooks, mixed precision, checkpointing and run setup."""
 
 from .checkpointer import CellsCheckpointer, WeightsNotFoundError
-from .setup import evaluate_weights, finalize_config, setup_cfg
+from .setup import evaluate_weights, finalize_config, load_config, plan_run, setup_cfg, start_run
 from .trainer import CellsTrainer
 
 __all__ = [
@@ -10,5 +10,8 @@ __all__ = [
     "WeightsNotFoundError",
     "evaluate_weights",
     "finalize_config",
+    "load_config",
+    "plan_run",
     "setup_cfg",
+    "start_run",
 ]

@@ -1,25 +1,265 @@
-"""A checkpointer that never leaves a half-written file and explains missing weights."""
+"""A checkpointer that never leaves a half-written file and explains weights that do not fit."""
 
 import os
 import re
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
-from ..atomic_files import atomic_write, write_text
+from ..utils.atomic_files import atomic_write, write_text
+from ..utils.errors import WeightsError
 
-__all__ = ["CellsCheckpointer", "WeightsNotFoundError"]
+__all__ = [
+    "PREDICTOR_LAYERS",
+    "CellsCheckpointer",
+    "ResumePoint",
+    "WeightsNotFoundError",
+    "config_asks",
+    "find_resume_point",
+    "predictor_outputs",
+    "read_weights",
+]
 
-_PERIODIC_RE = re.compile(r"^model_(\d{7})\.pth$")
+# Periodic checkpoints: model_<iteration, 7 digits>.pth.
+PERIODIC_CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pth$")
+
+# The layers whose shapes depend on the number of classes (StandardROIHeads of Mask R-CNN).
+CLS_SCORE = "roi_heads.box_predictor.cls_score"
+BBOX_PRED = "roi_heads.box_predictor.bbox_pred"
+MASK_PREDICTOR = "roi_heads.mask_head.predictor"
+PREDICTOR_LAYERS = (CLS_SCORE, BBOX_PRED, MASK_PREDICTOR)
+
+_MAX_LISTED = 12
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
     """MODEL.WEIGHTS names a file that does not exist or cannot be downloaded."""
 
 
+def _short(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's go on for paragraphs)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _format_problem(path: str) -> Optional[str]:
+    """Why a file cannot be a checkpoint, from its first bytes (None if it might be one)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None  # a PyTorch zip archive, or a pickle (legacy .pth, Detectron2 .pkl)
+    return "neither a PyTorch checkpoint (zip archive) nor a pickle"
+
+
+def _strip_module_prefix(state: Mapping) -> Dict:
+    if state and all(str(k).startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _shape(value) -> Tuple[int, ...]:
+    return tuple(getattr(value, "shape", ()))
+
+
+def _classes(k) -> str:
+    """"a 4-class model", "an 80-class model"."""
+    text = str(k)
+    return f"{'an' if text.startswith('8') or text in ('11', '18') else 'a'} {text}-class model"
+
+
+def _layer(key: str) -> str:
+    return key.rsplit(".", 1)[0] if "." in key else key
+
+
+def predictor_outputs(cfg) -> Dict[str, int]:
+    """The output sizes that ``cfg``'s class count gives the predictor layers.
+
+    Returns:
+        dict: ``{"<layer>.weight": outputs}`` for the box classifier (K + 1), the box
+        regressor (4 K, or 4 class-agnostic) and, with ``MODEL.MASK_ON``, the mask predictor
+        (K, or 1 class-agnostic); empty for ROI heads other than ``StandardROIHeads``.
+    """
+    if cfg.MODEL.ROI_HEADS.NAME != "StandardROIHeads":
+        return {}
+    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    box_dim = len(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)
+    outputs = {
+        f"{CLS_SCORE}.weight": k + 1,
+        f"{BBOX_PRED}.weight": box_dim * (1 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+                                          else k),
+    }
+    if cfg.MODEL.MASK_ON:
+        outputs[f"{MASK_PREDICTOR}.weight"] = 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else k
+    return outputs
+
+
+def config_asks(cfg) -> str:
+    """What ``cfg`` asks of a model, for error messages: its class count and names."""
+    names = ", ".join(cfg.DATASETS.CELLS.CLASS_NAMES)
+    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    return (f"{_classes(k)} (MODEL.ROI_HEADS.NUM_CLASSES {k}; "
+            f"DATASETS.CELLS.CLASS_NAMES {names})")
+
+
+def _describe_held(state: Mapping) -> str:
+    cls = state.get(f"{CLS_SCORE}.weight")
+    if cls is None:
+        return f"no box predictor ({CLS_SCORE})"
+    return _classes(_shape(cls)[0] - 1)
+
+
+def check_predictors(state: Mapping, expected: Mapping[str, object], path: str,
+                     asks: str) -> None:
+    """Check that a checkpoint's predictor layers fit a model.
+
+    Args:
+        state: the checkpoint's model state dict.
+        expected: ``{"<layer>.weight": outputs (int) or the full shape (tuple)}``.
+        path: the checkpoint, named in the error.
+        asks: what the config asks for (see :func:`config_asks`).
+
+    Raises:
+        WeightsError: a predictor layer is missing or of another size; the message names the
+            file, what it holds and what the config asks for.
+    """
+    state = _strip_module_prefix(state)
+    problems = []
+    for key, want in expected.items():
+        layer = _layer(key)
+        if key not in state:
+            problems.append(f"{layer} is missing")
+            continue
+        have = _shape(state[key])
+        if isinstance(want, tuple):
+            if have[:1] != want[:1] and have[1:] == want[1:]:
+                problems.append(f"{layer} has {have[0]} outputs, the model needs {want[0]}")
+            elif have != want:
+                problems.append(f"{layer} has shape {list(have)}, the model needs {list(want)}")
+        elif not have or have[0] != want:
+            problems.append(f"{layer} has {have[0] if have else 0} outputs, the model needs "
+                            f"{want}")
+    if not problems:
+        return
+    cls_key = f"{CLS_SCORE}.weight"
+    want_cls = expected.get(cls_key)
+    want_cls = want_cls[0] if isinstance(want_cls, tuple) else want_cls
+    if cls_key in state and _shape(state[cls_key])[:1] == (want_cls,):
+        # The class count fits; another head does not (e.g. no mask predictor).
+        what = f"does not fit the config's model, {asks}"
+    else:
+        what = f"holds {_describe_held(state)}, but the config asks for {asks}"
+    raise WeightsError(path, f"{what}: {'; '.join(problems)}. Use the config the weights were "
+                             "trained with (the run folder's config.yaml)")
+
+
+def read_weights(path: str) -> Dict:
+    """Read a weights or checkpoint file as Detectron2 would (``.pth``, ``.pkl``), without a
+    model; a URL is downloaded (or taken from the download cache) first.
+
+    Returns:
+        dict: the checkpoint (``"model"``: the state dict, and any other saved entries).
+
+    Raises:
+        WeightsNotFoundError: missing file or failed download.
+        WeightsError: not readable as a checkpoint (corrupt, truncated, another format).
+    """
+    checkpointer = CellsCheckpointer(torch.nn.Module())
+    local = checkpointer._local_weights(path)
+    return checkpointer._load_file(local)
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint ``--resume`` continues from, as read by :func:`find_resume_point`.
+
+    Attributes:
+        path: the checkpoint file.
+        iteration: the last iteration it holds (0-based).
+        stopped_early: what the trainer recorded when it stopped early (``iteration``,
+            ``reason``), else None.
+    """
+
+    path: str
+    iteration: int
+    stopped_early: Optional[Dict] = None
+
+
+def _older_checkpoints(folder: str, than: str) -> List[str]:
+    """Periodic checkpoints of ``folder`` older than ``than``, newest first."""
+    names = sorted((n for n in os.listdir(folder) if PERIODIC_CHECKPOINT_RE.match(n)),
+                   reverse=True)
+    base = os.path.basename(than)
+    match = PERIODIC_CHECKPOINT_RE.match(base)
+    if match:
+        names = [n for n in names if n < base]
+    return [os.path.join(folder, n) for n in names]
+
+
+def _resume_advice(folder: str, broken: str) -> str:
+    for candidate in _older_checkpoints(folder, broken):
+        try:
+            data = read_weights(candidate)
+        except WeightsError:
+            continue
+        if "trainer" in data:
+            return (f" The older checkpoint {candidate} is complete: delete {broken} (or move "
+                    "it away) and --resume again to continue from it, or start a new run from "
+                    f"its weights with MODEL.WEIGHTS {candidate}.")
+    return (" No older complete checkpoint is there: start again without --resume (in a new "
+            "OUTPUT_DIR), or from saved weights with MODEL.WEIGHTS.")
+
+
+def find_resume_point(output_dir: str, expected: Mapping[str, object] = None,
+                      asks: str = "") -> Optional[ResumePoint]:
+    """Find and read the checkpoint ``--resume`` would continue from, writing nothing.
+
+    Args:
+        output_dir: the run folder (``OUTPUT_DIR``).
+        expected: predictor shapes the config needs (see :func:`predictor_outputs`).
+        asks: what the config asks for, for errors (see :func:`config_asks`).
+
+    Returns:
+        ResumePoint or None: None when the folder holds no checkpoint (a new run).
+
+    Raises:
+        WeightsError: the checkpoint is missing, unreadable, holds no training state or does
+            not fit the config; the message names it and, if there is one, an older complete
+            checkpoint and how to use it.
+    """
+    checkpointer = CellsCheckpointer(torch.nn.Module(), save_dir=output_dir)
+    if not checkpointer.has_checkpoint():
+        return None
+    path = checkpointer.get_checkpoint_file()
+    if not os.path.isfile(path):
+        raise WeightsError(path, "is named by last_checkpoint (the checkpoint --resume "
+                                 "continues from) but is missing." + _resume_advice(output_dir,
+                                                                                   path))
+    try:
+        data = checkpointer._load_file(path)
+    except WeightsError as e:
+        raise WeightsError(path, f"{e.problem}; --resume cannot continue from it."
+                           + _resume_advice(output_dir, path)) from None
+    trainer = data.get("trainer")
+    if not isinstance(trainer, Mapping) or "iteration" not in trainer:
+        raise WeightsError(path, "holds no training state (iteration, optimizer): it is not a "
+                                 "training checkpoint, and --resume cannot continue from it."
+                           + _resume_advice(output_dir, path))
+    if expected:
+        check_predictors(data.get("model", {}), expected, path, asks)
+    return ResumePoint(path, int(trainer["iteration"]), trainer.get("stopped_early"))
+
+
 class CellsCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` with atomic saves and clear errors for missing weights.
+    """``DetectionCheckpointer`` with atomic saves and clear errors about weights files.
 
     - ``save`` writes to a temporary file in the same folder and renames it into place, then
       updates ``last_checkpoint`` the same way: a run killed while saving keeps its previous
@@ -27,11 +267,19 @@ class CellsCheckpointer(DetectionCheckpointer):
     - ``save(..., tag_last=False)`` writes a checkpoint (e.g. ``model_best``) without making it
       the one ``--resume`` continues from.
     - ``load`` of a missing local file, or of a URL that cannot be fetched (offline), raises
-      :class:`WeightsNotFoundError` naming it.
+      :class:`WeightsNotFoundError` naming it; a file that is not a readable checkpoint
+      (corrupt, truncated, another format) raises :class:`WeightsError` naming it.
+    - :meth:`load_for_inference` (and ``load(..., require_fit=...)``) refuses weights whose box
+      or mask predictors do not fit the model's classes. Plain ``load`` (training from another
+      task's weights, e.g. COCO's 80 classes) logs one line listing the layers that start
+      fresh.
     - ``--resume`` continues from the newest training checkpoint: ``model_final.pth``, else
       the highest-numbered ``model_<iter>.pth`` (every one on disk is complete), so a kill
       between writing a checkpoint and updating ``last_checkpoint`` loses nothing.
     """
+
+    _loading: str = ""
+    _require_fit: Optional[str] = None
 
     def save(self, name: str, tag_last: bool = True, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -54,7 +302,7 @@ class CellsCheckpointer(DetectionCheckpointer):
         names = os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []
         if "model_final.pth" in names:
             return os.path.join(self.save_dir, "model_final.pth")
-        periodic = sorted(n for n in names if _PERIODIC_RE.match(n))
+        periodic = sorted(n for n in names if PERIODIC_CHECKPOINT_RE.match(n))
         if periodic:
             return os.path.join(self.save_dir, periodic[-1])
         return super().get_checkpoint_file()
@@ -62,22 +310,139 @@ class CellsCheckpointer(DetectionCheckpointer):
     def has_checkpoint(self) -> bool:
         return super().has_checkpoint() or os.path.isfile(self.get_checkpoint_file())
 
-    def load(self, path: str, *args, **kwargs):
+    def load(self, path: str, *args, require_fit: Optional[str] = None, **kwargs):
+        """Load ``path`` into the model (and the checkpointables).
+
+        Args:
+            path: a file or URL; "" loads nothing.
+            require_fit: if given (what the config asks for, see :func:`config_asks`), refuse
+                weights whose predictor layers do not fit the model.
+            *args, **kwargs: as for ``DetectionCheckpointer.load`` (``checkpointables``).
+
+        Raises:
+            WeightsNotFoundError: missing file or failed download.
+            WeightsError: unreadable file, weights of another model, or (``require_fit``)
+                predictors that do not fit.
+        """
         if path:
             path = self._local_weights(path)
-        return super().load(path, *args, **kwargs)
+        self._loading, self._require_fit = path, require_fit
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading, self._require_fit = "", None
+
+    def load_for_inference(self, path: str, asks: Optional[str] = None) -> Dict:
+        """Load weights to predict or evaluate with: the box and mask predictors must fit.
+
+        Args:
+            path: the weights file or URL.
+            asks: what the config asks for, for the error (default: the model's class count).
+
+        Raises:
+            WeightsError: no ``path``, an unreadable file, or predictors that are missing or
+                of another class count (naming the file, what it holds and what is asked).
+        """
+        if not path:
+            raise WeightsError("MODEL.WEIGHTS", "no weights file given: predicting or "
+                                                "evaluating needs trained weights")
+        if asks is None:
+            k = getattr(getattr(self.model, "roi_heads", None), "num_classes", "?")
+            asks = _classes(k)
+        return self.load(path, checkpointables=[], require_fit=asks)
 
     def _local_weights(self, path: str) -> str:
         if os.path.isfile(path):
             return path
         scheme = urlparse(path).scheme
         if scheme in ("", "file"):
-            raise WeightsNotFoundError(f"MODEL.WEIGHTS file not found: {path}")
+            raise WeightsNotFoundError(path, "MODEL.WEIGHTS file not found")
         try:
             return self.path_manager.get_local_path(path)
         except Exception as e:
             raise WeightsNotFoundError(
-                f"MODEL.WEIGHTS {path} could not be downloaded ({type(e).__name__}: {e}). "
-                "Offline? Download it on a machine with internet access and set MODEL.WEIGHTS "
-                "to the local file, or set MODEL.WEIGHTS \"\" to start from random weights."
+                path,
+                f"could not be downloaded ({type(e).__name__}: {e}). Offline? Download it on a "
+                "machine with internet access and set MODEL.WEIGHTS to the local file, or set "
+                "MODEL.WEIGHTS \"\" to start from random weights."
             ) from None
+
+    def _load_file(self, filename: str):
+        if os.path.isfile(filename) and os.path.getsize(filename) == 0:
+            raise WeightsError(filename, "is empty (0 bytes): not a weights file")
+        try:
+            checkpoint = super()._load_file(filename)
+        except WeightsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torch and pickle raise many kinds here
+            detail = _format_problem(filename) or _short(e)
+            if detail.startswith("Weights only load failed"):
+                detail = ("it holds Python objects other than tensors and plain values, which "
+                          "torch.load(weights_only=True) refuses to unpickle")
+            raise WeightsError(filename, f"cannot be read as a weights file (corrupt, truncated "
+                                         f"or not a checkpoint): {detail}") from e
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
+            raise WeightsError(filename, "holds no model weights (not a checkpoint)")
+        return checkpoint
+
+    def _load_model(self, checkpoint):
+        path = self._loading or "the checkpoint"
+        if checkpoint.get("matching_heuristics", False):
+            # Detectron2 renames these (Caffe2 / pycls) weights while loading; do it first so
+            # that they are checked under the model's names.
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            checkpoint["model"] = align_and_update_state_dicts(
+                self.model.state_dict(), checkpoint["model"],
+                c2_conversion=checkpoint.get("__author__", None) == "Caffe2")
+            checkpoint["matching_heuristics"] = False
+        state = _strip_module_prefix(checkpoint["model"])
+        model_state = self.model.state_dict()
+        if model_state and not set(state) & set(model_state):
+            example = ", ".join(list(state)[:3]) or "nothing"
+            raise WeightsError(path, f"holds none of this model's weights (it has "
+                                     f"{len(state)} tensors, e.g. {example}): weights of "
+                                     "another kind of model")
+        if self._require_fit is not None:
+            expected = {key: tuple(model_state[key].shape)
+                        for key in (f"{layer}.weight" for layer in PREDICTOR_LAYERS)
+                        if key in model_state}
+            check_predictors(state, expected, path, self._require_fit)
+        try:
+            return super()._load_model(checkpoint)
+        except ValueError as e:  # e.g. "Unsupported type found in checkpoint!"
+            raise WeightsError(path, f"is not a weights file of this model: {_short(e)}") from e
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """One line for the layers that start fresh, one for unused tensors (instead of
+        Detectron2's warning per tensor)."""
+        path = self._loading or "the checkpoint"
+        fresh: Dict[str, str] = {}
+        for key, shape_file, shape_model in incompatible.incorrect_shapes:
+            if shape_file[:1] != shape_model[:1] and shape_file[1:] == shape_model[1:]:
+                note = f"{shape_file[0]} outputs in the file, {shape_model[0]} here"
+            else:
+                note = f"shape {list(shape_file)} in the file, {list(shape_model)} here"
+            fresh.setdefault(_layer(key), note)
+        missing = list(incompatible.missing_keys)
+        try:
+            from fvcore.common.checkpoint import _filter_reused_missing_keys
+
+            missing = _filter_reused_missing_keys(self.model, missing)
+        except ImportError:
+            pass
+        for key in missing:
+            fresh.setdefault(_layer(key), "not in the file")
+        if fresh:
+            layers = [f"{layer} ({note})" for layer, note in fresh.items()]
+            more = (f" and {len(layers) - _MAX_LISTED} more" if len(layers) > _MAX_LISTED
+                    else "")
+            self.logger.info(f"Layers that start fresh, not loaded from {path}: "
+                             f"{'; '.join(layers[:_MAX_LISTED])}{more}")
+        unexpected = list(incompatible.unexpected_keys)
+        if unexpected:
+            layers = sorted({_layer(k) for k in unexpected})
+            more = (f" and {len(layers) - _MAX_LISTED} more" if len(layers) > _MAX_LISTED
+                    else "")
+            self.logger.info(f"Layers of {path} this model does not use: "
+                             f"{', '.join(layers[:_MAX_LISTED])}{more}")
+

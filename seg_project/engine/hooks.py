@@ -3,12 +3,13 @@
 import logging
 import math
 import os
-import re
 
 from detectron2.engine import HookBase
 from detectron2.engine.hooks import EvalHook
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, get_event_storage
+
+from .checkpointer import PERIODIC_CHECKPOINT_RE
 
 __all__ = [
     "BestCheckpointHook",
@@ -19,7 +20,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_PERIODIC_RE = re.compile(r"^model_(\d{7})\.pth$")
 
 
 def epoch_of(iteration: int, iters_per_epoch: int) -> float:
@@ -87,7 +87,7 @@ class EpochCheckpointer(HookBase):
 
     def _prune(self):
         folder = self._checkpointer.save_dir
-        periodic = sorted(name for name in os.listdir(folder) if _PERIODIC_RE.match(name))
+        periodic = sorted(name for name in os.listdir(folder) if PERIODIC_CHECKPOINT_RE.match(name))
         current = os.path.basename(self._checkpointer.get_checkpoint_file())
         for name in periodic[:-self._keep]:
             if name != current:
@@ -152,10 +152,10 @@ class BestCheckpointHook(HookBase):
                             f"{best:.3f} at {self._when(self.best_iteration or 0)}")
                 stop = 0 < self._patience <= self.evals_without_improvement
         if any(comm.all_gather(stop)) and not self.trainer.stop_requested:
-            logger.info(f"Early stopping: {self._metric} did not improve for {self._patience} "
-                        f"evaluations (best {self.best_value} at "
-                        f"{self._when(self.best_iteration or 0)}).")
-            self.trainer.request_stop()
+            reason = (f"{self._metric} did not improve for {self._patience} evaluations (best "
+                      f"{self.best_value} at {self._when(self.best_iteration or 0)})")
+            logger.info(f"Early stopping: {reason}.")
+            self.trainer.request_stop(reason)
 
     def after_step(self):
         if is_eval_iteration(self.trainer.iter, self._period, self.trainer.max_iter):

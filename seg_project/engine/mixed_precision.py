@@ -1,47 +1,136 @@
 """The training step with automatic mixed precision on CUDA and on CPUs.
 
 Detectron2's ``AMPTrainer`` asserts CUDA. This step uses float16 autocast with a grad
-scaler on CUDA, and on a CPU ``SOLVER.AMP.CPU_DTYPE``: bfloat16 autocast (no scaler needed:
-bfloat16 has float32's range), or float32 (AMP off, said once in the log).
+scaler on CUDA. On a CPU, ``SOLVER.AMP.CPU_DTYPE`` decides (:func:`cpu_amp_dtype`):
+
+- ``auto`` (default): bfloat16 autocast (no scaler needed: bfloat16 has float32's range)
+  where the CPU computes bfloat16 natively, else float32, said once in the log;
+- ``bfloat16``: bfloat16 autocast in any case (a warning where it is not native);
+- ``float32``: full precision.
+
+Native bfloat16 (:func:`native_cpu_bf16`) means an x86 CPU with AVX512_BF16 or AMX
+(``torch.cpu._is_avx512_bf16_supported()`` / ``_is_amx_tile_supported()``), or an ARM CPU
+whose bfloat16 extension oneDNN uses (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``).
+Elsewhere (e.g. AVX2 or plain AVX-512) oneDNN emulates bfloat16 with conversions, and
+autocast was measured 12x slower than float32 on an AVX2 CPU.
 """
 
 import logging
+import platform
 import time
+from typing import Optional, Tuple
 
 import torch
 from detectron2.engine import SimpleTrainer
 
-__all__ = ["MixedPrecisionTrainer"]
+from ..utils.errors import ConfigError
+
+__all__ = ["CPU_DTYPES", "MixedPrecisionTrainer", "cpu_amp_dtype", "native_cpu_bf16"]
 
 logger = logging.getLogger(__name__)
 
+CPU_DTYPES = ("auto", "bfloat16", "float32")
+
+
+def _probe(name: str) -> bool:
+    function = getattr(torch.cpu, name, None)
+    try:
+        return bool(function()) if function is not None else False
+    except Exception:  # noqa: BLE001 - a probe that fails means "no"
+        return False
+
+
+def native_cpu_bf16() -> Tuple[bool, str]:
+    """Whether this CPU computes bfloat16 natively, and what was found.
+
+    The rule: x86 with AVX512_BF16 or AMX, or ARM with the bfloat16 extension (as oneDNN
+    reports it). AVX2 and AVX-512 without BF16 are not native.
+
+    Returns:
+        tuple: ``(native, description)``, e.g. ``(False, "AVX2, no AVX512_BF16 or AMX")``.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if _probe("_is_amx_tile_supported"):
+        return True, f"{capability} with AMX"
+    if _probe("_is_avx512_bf16_supported"):
+        return True, f"{capability} with AVX512_BF16"
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return True, f"{capability} with ARM BF16"
+        except Exception:  # noqa: BLE001
+            pass
+        return False, f"{capability} without the ARM BF16 extension"
+    return False, f"{capability}, no AVX512_BF16 or AMX"
+
+
+def cpu_amp_dtype(requested: str = "auto") -> Tuple[torch.dtype, str]:
+    """What ``SOLVER.AMP.ENABLED`` trains in on this CPU (also for benchmarks' reports).
+
+    Args:
+        requested: ``SOLVER.AMP.CPU_DTYPE``: "auto", "bfloat16" or "float32".
+
+    Returns:
+        tuple: ``(dtype, reason)``: ``torch.bfloat16`` or ``torch.float32``, and a one-line
+        reason, e.g. ``"float32: CPU_DTYPE auto and this CPU has no native bfloat16 (AVX2, no
+        AVX512_BF16 or AMX)"``.
+
+    Raises:
+        ConfigError: ``requested`` is none of the three.
+    """
+    if requested not in CPU_DTYPES:
+        raise ConfigError("SOLVER.AMP.CPU_DTYPE",
+                          f"must be one of {', '.join(CPU_DTYPES)}, got {requested!r}")
+    if requested == "float32":
+        return torch.float32, "float32: SOLVER.AMP.CPU_DTYPE float32"
+    native, found = native_cpu_bf16()
+    if requested == "bfloat16":
+        if native:
+            return torch.bfloat16, f"bfloat16: SOLVER.AMP.CPU_DTYPE bfloat16, native ({found})"
+        return torch.bfloat16, (f"bfloat16: SOLVER.AMP.CPU_DTYPE bfloat16, forced although "
+                                f"this CPU has no native bfloat16 ({found}): expect it to be "
+                                "slower than float32")
+    if native:
+        return torch.bfloat16, f"bfloat16: SOLVER.AMP.CPU_DTYPE auto, native ({found})"
+    return torch.float32, (f"float32: SOLVER.AMP.CPU_DTYPE auto and this CPU has no native "
+                           f"bfloat16 ({found})")
+
 
 class MixedPrecisionTrainer(SimpleTrainer):
-    """``SimpleTrainer`` whose forward pass runs under ``torch.autocast`` where that helps."""
+    """``SimpleTrainer`` whose forward pass runs under ``torch.autocast`` where that helps.
 
-    def __init__(self, model, data_loader, optimizer, cpu_dtype: str = "bfloat16"):
+    Attributes:
+        device_type: "cuda" or "cpu".
+        autocast_dtype: the autocast dtype, or None when training in float32.
+        grad_scaler: the CUDA grad scaler, or None.
+        precision_reason: one line saying what precision is used and why.
+    """
+
+    def __init__(self, model, data_loader, optimizer, cpu_dtype: str = "auto"):
         """
         Args:
             model, data_loader, optimizer: as for ``SimpleTrainer``.
-            cpu_dtype: "bfloat16" or "float32": what AMP means when the model is on a CPU.
+            cpu_dtype: "auto", "bfloat16" or "float32": what AMP means when the model is on a
+                CPU (see :func:`cpu_amp_dtype`).
         """
         super().__init__(model, data_loader, optimizer)
         on_cuda = any(p.is_cuda for p in model.parameters())
         self.device_type = "cuda" if on_cuda else "cpu"
         self.grad_scaler = torch.amp.GradScaler("cuda") if on_cuda else None
+        self.autocast_dtype: Optional[torch.dtype]
         if on_cuda:
             self.autocast_dtype = torch.float16
-        elif cpu_dtype == "bfloat16":
-            self.autocast_dtype = torch.bfloat16
-        elif cpu_dtype == "float32":
-            self.autocast_dtype = None
-            logger.warning("SOLVER.AMP.ENABLED on a CPU with SOLVER.AMP.CPU_DTYPE float32: "
-                           "training in full precision (float32).")
+            self.precision_reason = "float16 with a grad scaler (CUDA)"
         else:
-            raise ValueError(f"SOLVER.AMP.CPU_DTYPE must be bfloat16 or float32, got {cpu_dtype}")
-        logger.info(f"Mixed precision: {self.device_type} "
-                    f"{self.autocast_dtype or torch.float32}"
-                    f"{' with a grad scaler' if self.grad_scaler else ''}")
+            dtype, self.precision_reason = cpu_amp_dtype(cpu_dtype)
+            self.autocast_dtype = None if dtype == torch.float32 else dtype
+            if self.autocast_dtype is None and cpu_dtype == "auto":
+                logger.warning(f"SOLVER.AMP.ENABLED on this CPU: training in "
+                               f"{self.precision_reason}; set SOLVER.AMP.CPU_DTYPE bfloat16 "
+                               "to force bfloat16 autocast.")
+            elif "forced" in self.precision_reason:
+                logger.warning(f"SOLVER.AMP.ENABLED: {self.precision_reason}.")
+        logger.info(f"Mixed precision: {self.device_type} {self.precision_reason}")
 
     def run_step(self):
         assert self.model.training, "[MixedPrecisionTrainer] model was changed to eval mode!"

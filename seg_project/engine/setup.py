@@ -1,79 +1,394 @@
-"""From command-line arguments to a ready config and run folder (used by tools/train_net.py)."""
+"""From command-line arguments to a ready config and run folder (used by tools/train_net.py).
 
+A run is prepared in two steps so that bad input never leaves a trace in ``OUTPUT_DIR``:
+
+1. :func:`plan_run` reads and checks everything the run will use and writes nothing: the
+   config (keys and values), every dataset of ``DATASETS.TRAIN`` and ``DATASETS.TEST``, the
+   weights (``--eval-only``: they must fit the config's classes) or the checkpoint that
+   ``--resume`` continues from (readable, fitting, and whether anything is left to do).
+2. :func:`start_run` sets up logging and the run folder (``config.yaml``, ``log.txt``,
+   ``cells_split.json``).
+
+:func:`setup_cfg` does both.
+"""
+
+import difflib
 import logging
 import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
 
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_setup
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import get_seg_project_cfg, register_datasets_from_config, resolve_epochs
 from ..data.catalog import write_split_file
+from ..data.intensity import (
+    IntensityRule,
+    compute_intensity_rule,
+    read_intensity_rule_file,
+    write_intensity_rule_file,
+)
+from ..utils.cli import config_error
+from ..utils.device import resolve_device
+from ..utils.errors import ConfigError, DatasetError
+from ..utils.paths import check_output_dir
+from .checkpointer import (
+    ResumePoint,
+    check_predictors,
+    config_asks,
+    find_resume_point,
+    predictor_outputs,
+    read_weights,
+)
+from .mixed_precision import CPU_DTYPES
 
-__all__ = ["evaluate_weights", "finalize_config", "setup_cfg"]
+__all__ = [
+    "RunPlan",
+    "check_class_names",
+    "check_weights",
+    "evaluate_weights",
+    "finalize_config",
+    "load_config",
+    "plan_run",
+    "setup_cfg",
+    "start_run",
+    "validate_datasets",
+]
 
 logger = logging.getLogger("seg_project")
 
 
-def finalize_config(cfg, eval_only: bool = False) -> list:
-    """Make a merged config ready to run, in place (``cfg`` must not be frozen).
+def _all_keys(cfg, prefix: str = "") -> List[str]:
+    keys = []
+    for key, value in cfg.items():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if isinstance(value, dict):
+            keys += _all_keys(value, f"{full}.")
+    return keys
 
+
+def _with_suggestion(error: ConfigError, cfg) -> ConfigError:
+    if error.problem != "no such config key":
+        return error
+    close = difflib.get_close_matches(error.path, _all_keys(cfg), n=1, cutoff=0.75)
+    if close:
+        return ConfigError(error.path, f"no such config key (did you mean {close[0]}?)")
+    return error
+
+
+def load_config(config_file, opts: Sequence[str] = ()):
+    """A seg_project config from a YAML file and ``KEY VALUE`` overrides (not yet frozen).
+
+    Args:
+        config_file: the YAML config.
+        opts: ``KEY VALUE`` overrides.
+
+    Raises:
+        ConfigError: a missing or unreadable config file (naming it), or a key that does not
+            exist or a value of the wrong type (naming the key).
+    """
+    cfg = get_seg_project_cfg()
+    config_file = str(config_file)
+    if not os.path.isfile(config_file):
+        raise ConfigError(config_file, "config file not found")
+    try:
+        cfg.merge_from_file(config_file)
+    except Exception as e:  # noqa: BLE001 - yaml, yacs and IO errors all mean a bad file
+        error = config_error(e)
+        if error is not None:
+            raise ConfigError(config_file, str(_with_suggestion(error, cfg))) from None
+        raise ConfigError(config_file, f"cannot read this config: {type(e).__name__}: "
+                                       f"{str(e).strip().splitlines()[0] if str(e) else ''}"
+                          ) from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        error = config_error(e)
+        if error is None:
+            raise
+        raise _with_suggestion(error, cfg) from None
+    return cfg
+
+
+def check_class_names(cfg) -> None:
+    """``DATASETS.CELLS.CLASS_NAMES`` has ``MODEL.ROI_HEADS.NUM_CLASSES`` names.
+
+    Raises:
+        ConfigError: naming ``DATASETS.CELLS.CLASS_NAMES``.
+    """
+    names, k = list(cfg.DATASETS.CELLS.CLASS_NAMES), cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if len(names) != k:
+        raise ConfigError("DATASETS.CELLS.CLASS_NAMES", f"has {len(names)} names but "
+                                                        f"MODEL.ROI_HEADS.NUM_CLASSES is {k}")
+
+
+def _check_values(cfg, eval_only: bool) -> None:
+    """Values that would otherwise fail deep inside the run (or silently do the wrong thing)."""
+    check_class_names(cfg)
+    if cfg.SOLVER.AMP.CPU_DTYPE not in CPU_DTYPES:
+        raise ConfigError("SOLVER.AMP.CPU_DTYPE", f"must be one of {', '.join(CPU_DTYPES)}, "
+                                                  f"got {cfg.SOLVER.AMP.CPU_DTYPE!r}")
+    if cfg.TEST.BEST_METRIC_MODE not in ("max", "min"):
+        raise ConfigError("TEST.BEST_METRIC_MODE", f"must be max or min, got "
+                                                   f"{cfg.TEST.BEST_METRIC_MODE!r}")
+    if cfg.SOLVER.EPOCHS > 0:
+        for fraction in cfg.SOLVER.STEP_FRACTIONS:
+            if not 0 < fraction < 1:
+                raise ConfigError("SOLVER.STEP_FRACTIONS", f"must lie in (0, 1), got {fraction}")
+    if cfg.SOLVER.IMS_PER_BATCH < 1:
+        raise ConfigError("SOLVER.IMS_PER_BATCH", f"must be at least 1, got "
+                                                  f"{cfg.SOLVER.IMS_PER_BATCH}")
+    if not eval_only and not cfg.DATASETS.TRAIN:
+        raise ConfigError("DATASETS.TRAIN", "is empty: name at least one dataset to train on")
+    if eval_only and not cfg.DATASETS.TEST:
+        raise ConfigError("DATASETS.TEST", "is empty: --eval-only needs a dataset to evaluate")
+    try:
+        check_output_dir(cfg.OUTPUT_DIR, "run folder")
+    except DatasetError as e:
+        raise ConfigError("OUTPUT_DIR", f"{e.path}: {e.problem}") from None
+
+
+def _check_split_folder(name: str) -> None:
+    """A clear error for a cells_* split whose ``train/`` folder is missing or empty (the
+    split itself would only say that no folder was chosen for it)."""
+    metadata = MetadataCatalog.get(name)
+    if not metadata.get("split", None) or metadata.get("evaluator_type", "") != "coco":
+        return
+    folder = metadata.get("image_root", "")
+    if not folder:
+        return
+    if not os.path.isdir(folder):
+        raise DatasetError(folder, f"dataset folder not found (dataset {name}; set "
+                                   "DATASETS.CELLS.ROOT to a dataset root in the course layout)")
+    if not any(entry.is_dir() and not entry.name.startswith(".")
+               for entry in os.scandir(folder)):
+        raise DatasetError(folder, f"holds no image folders (<name>/image.tif, classN.tif), so "
+                                   f"dataset {name} is empty; check DATASETS.CELLS.ROOT")
+
+
+def validate_datasets(names: Sequence[str], key: str = "DATASETS") -> int:
+    """Read (and so check) every dataset in ``names``; writes nothing but the conversion cache.
+
+    Args:
+        names: registered dataset names.
+        key: the config key they come from, named when one is not registered.
+
+    Returns:
+        int: the total number of images.
+
+    Raises:
+        ConfigError: a name that is not registered.
+        DatasetError: a missing or empty folder, or any bad file (naming it and the problem).
+    """
+    total = 0
+    for name in dict.fromkeys(names):
+        if name not in DatasetCatalog.list():
+            known = ", ".join(sorted(n for n in DatasetCatalog.list() if n.startswith("cells")))
+            raise ConfigError(key, f"dataset {name!r} is not registered (this project's: "
+                                   f"{known})")
+        _check_split_folder(name)
+        total += len(DatasetCatalog.get(name))
+    return total
+
+
+def finalize_config(cfg, eval_only: bool = False) -> list:
+    """Make a merged config ready to run, in place (``cfg`` must not be frozen); reads and
+    checks every dataset the run will use, and writes nothing.
+
+    - Config values that would fail later (class names vs. classes, ``SOLVER.AMP.CPU_DTYPE``,
+      ``TEST.BEST_METRIC_MODE``, ``SOLVER.STEP_FRACTIONS``, an ``OUTPUT_DIR`` that is a file)
+      are checked.
     - ``MODEL.DEVICE`` cuda without a GPU falls back to cpu.
-    - The cells_* datasets are registered for ``DATASETS.CELLS``.
-    - For training, ``SOLVER.EPOCHS`` is resolved against the training set's size (which
-      loads, and so checks, the training data before anything else runs).
+    - The cells_* datasets are registered for ``DATASETS.CELLS``; every dataset of
+      ``DATASETS.TEST`` (and, for training, ``DATASETS.TRAIN``) is loaded, so bad data stops
+      the run here, naming the file.
+    - For training, ``SOLVER.EPOCHS`` is resolved against the training set's size.
 
     Returns:
         list[str]: what was decided, for the log.
+
+    Raises:
+        ConfigError, DatasetError: see above.
     """
     notes = []
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-        notes.append("MODEL.DEVICE is cuda but no GPU is available: using the CPU.")
+    _check_values(cfg, eval_only)
+    cfg.MODEL.DEVICE, note = resolve_device(cfg.MODEL.DEVICE)
+    if note:
+        notes.append(f"MODEL.DEVICE {note}")
     register_datasets_from_config(cfg)
     if not eval_only:
-        num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+        num_images = validate_datasets(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
         notes.append(resolve_epochs(cfg, num_images))
+    validate_datasets(cfg.DATASETS.TEST, "DATASETS.TEST")
+    notes += _resolve_intensity_rule(cfg, eval_only)
     return notes
 
 
-def setup_cfg(args):
-    """Config file + ``KEY VALUE`` overrides -> finalized, frozen config; sets up logging and
-    the output folder (``config.yaml`` with the resolved iterations, ``cells_split.json``).
+def _resolve_intensity_rule(cfg, eval_only: bool) -> List[str]:
+    """Fill ``INPUT.INTENSITY_RANGE`` when empty: from the training images (training), or
+    from the ``intensity_rule.json`` beside ``MODEL.WEIGHTS`` (evaluation)."""
+    try:
+        rule = IntensityRule.from_config(cfg.INPUT.INTENSITY_RANGE)
+    except ValueError as e:
+        raise ConfigError("INPUT.INTENSITY_RANGE", str(e)) from None
+    if rule is not None:
+        return []
+    if eval_only:
+        rule = read_intensity_rule_file(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+        source = "beside MODEL.WEIGHTS"
+    else:
+        paths = [r["file_name"] for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
+        rule = compute_intensity_rule(paths)
+        source = "from the training images"
+    if rule is None:
+        return []
+    cfg.INPUT.INTENSITY_RANGE = rule.to_config()
+    return [f"INPUT.INTENSITY_RANGE {rule.to_config()} ({source}): 16-bit/float values in "
+            "this range map linearly to 0..255"]
+
+
+@dataclass
+class RunPlan:
+    """A checked run, before anything is written (see :func:`plan_run`).
+
+    Attributes:
+        cfg: the finalized, frozen config.
+        notes: what was decided, for the log.
+        resume_from: the checkpoint ``--resume`` continues from, if any.
+        nothing_to_do: set when ``--resume`` finds a finished or early-stopped run: why there
+            is nothing to do (the run folder is then left as it is).
+    """
+
+    cfg: object
+    notes: List[str] = field(default_factory=list)
+    resume_from: Optional[ResumePoint] = None
+    nothing_to_do: Optional[str] = None
+
+
+def check_weights(cfg, eval_only: bool = False) -> None:
+    """Read ``MODEL.WEIGHTS`` (downloading a URL) before anything is written.
+
+    For evaluation the box and mask predictors must fit the config's classes; for training
+    any readable weights do (layers of another shape start fresh).
+
+    Raises:
+        WeightsNotFoundError: missing file or failed download.
+        WeightsError: unreadable, or (``eval_only``) not fitting the config.
+        ConfigError: ``eval_only`` without ``MODEL.WEIGHTS``.
+    """
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        if eval_only:
+            raise ConfigError("MODEL.WEIGHTS", "is empty: --eval-only needs the weights to "
+                                               "evaluate")
+        return
+    checkpoint = read_weights(weights)
+    if eval_only:
+        check_predictors(checkpoint["model"], predictor_outputs(cfg), weights, config_asks(cfg))
+
+
+def plan_run(args) -> RunPlan:
+    """Read and check everything a ``tools/train_net.py`` run will use; write nothing.
 
     Args:
-        args: Detectron2's ``default_argument_parser`` namespace.
+        args: Detectron2's ``default_argument_parser`` namespace (``config_file``, ``opts``,
+            ``eval_only``, ``resume``).
+
+    Returns:
+        RunPlan: the frozen config and what to do.
+
+    Raises:
+        UserInputError: (``ConfigError``, ``DatasetError``, ``WeightsError``) naming the key or
+            file and the problem.
     """
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     notes = finalize_config(cfg, eval_only=args.eval_only)
     cfg.freeze()
+    plan = RunPlan(cfg, notes)
+    if args.eval_only:
+        check_weights(cfg, eval_only=True)
+        return plan
+    if args.resume:
+        point = find_resume_point(cfg.OUTPUT_DIR, predictor_outputs(cfg), config_asks(cfg))
+        if point is not None:
+            plan.resume_from = point
+            if point.stopped_early:
+                reason = point.stopped_early.get("reason") or "early stopping"
+                plan.nothing_to_do = (
+                    f"{point.path}: this run stopped early at iteration "
+                    f"{point.stopped_early.get('iteration', point.iteration)} ({reason}); "
+                    "--resume has nothing to do. To train on, start a new run (another "
+                    f"OUTPUT_DIR) with MODEL.WEIGHTS {point.path}.")
+            elif point.iteration + 1 >= cfg.SOLVER.MAX_ITER:
+                plan.nothing_to_do = (
+                    f"{point.path}: training already finished ({cfg.SOLVER.MAX_ITER} "
+                    "iterations); --resume has nothing to do (raise SOLVER.EPOCHS or "
+                    "SOLVER.MAX_ITER to train longer).")
+            return plan
+    check_weights(cfg)
+    return plan
+
+
+def start_run(plan: RunPlan, args):
+    """Set up logging and the run folder of a checked run: ``config.yaml`` (with the resolved
+    iterations), ``log.txt``, ``cells_split.json``.
+
+    Returns:
+        the frozen config.
+    """
+    cfg = plan.cfg
     default_setup(cfg, args)
-    for note in notes:
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_project",
+                 abbrev_name="seg")
+    for note in plan.notes:
         logger.info(note)
+    if plan.resume_from is not None:
+        logger.info(f"Resuming from {plan.resume_from.path} (iteration "
+                    f"{plan.resume_from.iteration})")
     if comm.is_main_process():
         split_file = write_split_file(cfg.OUTPUT_DIR,
                                       list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
         if split_file:
             logger.info(f"Train/val split written to {split_file}")
+        if not args.eval_only:  # beside the checkpoints, for predict.py with any config
+            write_intensity_rule_file(cfg.OUTPUT_DIR,
+                                      IntensityRule.from_config(cfg.INPUT.INTENSITY_RANGE))
     if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
         # Processes share the cores; more threads than cores only adds contention.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
     return cfg
 
 
+def setup_cfg(args):
+    """Config file + ``KEY VALUE`` overrides -> finalized, frozen config; checks the data and
+    weights first (:func:`plan_run`), then sets up logging and the output folder
+    (:func:`start_run`).
+
+    Args:
+        args: Detectron2's ``default_argument_parser`` namespace.
+
+    Raises:
+        UserInputError: bad config, data or weights (nothing is written then).
+    """
+    return start_run(plan_run(args), args)
+
+
 def evaluate_weights(cfg, trainer_class=None):
-    """Load ``MODEL.WEIGHTS`` and evaluate on ``DATASETS.TEST`` (also with test-time
-    augmentation when ``TEST.AUG.ENABLED``); returns the results dict."""
+    """Load ``MODEL.WEIGHTS`` (its predictors must fit the config's classes) and evaluate on
+    ``DATASETS.TEST`` (also with test-time augmentation when ``TEST.AUG.ENABLED``); returns
+    the results dict."""
     from .checkpointer import CellsCheckpointer
     from .trainer import CellsTrainer
 
     trainer_class = trainer_class or CellsTrainer
     model = trainer_class.build_model(cfg)
-    CellsCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
-                                                                     resume=False)
+    CellsCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load_for_inference(cfg.MODEL.WEIGHTS,
+                                                                         config_asks(cfg))
     results = trainer_class.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         tta = trainer_class.test_with_TTA(cfg, model)

@@ -11,8 +11,8 @@ from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import CellsDatasetMapper
-from ..evaluation.coco import CellsCOCOEvaluator
-from ..postprocess import RLEOutputModel
+from ..evaluation.evaluator import CellsCOCOEvaluator
+from ..inference.postprocess import RLEOutputModel
 from .checkpointer import CellsCheckpointer
 from .hooks import (
     BestCheckpointHook,
@@ -38,6 +38,11 @@ class CellsTrainer(DefaultTrainer):
       early after ``TEST.EARLY_STOP_PATIENCE`` evaluations without improvement.
     - ``SOLVER.AMP.ENABLED`` works on CUDA (float16) and on CPUs (``SOLVER.AMP.CPU_DTYPE``).
     - Logs ``epoch e/E`` with Detectron2's ETA line, and ``epoch`` into ``metrics.json``.
+    - Checkpoints hold the whole training state through this class's own
+      :meth:`state_dict`: iteration, hook states (best model, early stopping, LR scheduler),
+      the inner trainer's (optimizer, grad scaler) and the scheduler's, whatever Detectron2
+      build is installed (stock v0.6 ``DefaultTrainer`` saves only the first two); an
+      early-stopped run records that it stopped, and ``--resume`` then does nothing.
     """
 
     def __init__(self, cfg):
@@ -58,6 +63,8 @@ class CellsTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.stop_requested = False
+        self.stop_reason = ""
+        self.stopped_early = None  # what a loaded checkpoint recorded about an early stop
         self.register_hooks(self.build_hooks())
 
     # ------------------------------------------------------------------ builders
@@ -70,6 +77,57 @@ class CellsTrainer(DefaultTrainer):
             return MixedPrecisionTrainer(model, data_loader, optimizer,
                                          cpu_dtype=cfg.SOLVER.AMP.CPU_DTYPE)
         return SimpleTrainer(model, data_loader, optimizer)
+
+    # ------------------------------------------------------------------ checkpointed state
+    def state_dict(self) -> dict:
+        """The training state a checkpoint holds (its ``"trainer"`` entry).
+
+        Restated here rather than inherited: stock Detectron2 v0.6 ``DefaultTrainer`` has only
+        ``TrainerBase``'s iteration and hook states (``tools/install_detectron2.py`` patches in
+        the inner trainer), so a checkpoint is the same with and without that patch.
+
+        Returns:
+            dict: ``iteration``, ``hooks`` (per stateful hook), ``_trainer`` (the optimizer and,
+            with CUDA AMP, the grad scaler), ``scheduler``, and ``stopped_early``
+            (``{"iteration", "reason"}``) once training stopped early.
+        """
+        ret = TrainerBase.state_dict(self)
+        ret["_trainer"] = self._trainer.state_dict()
+        ret["scheduler"] = self.scheduler.state_dict()
+        if self.stop_requested:
+            ret["stopped_early"] = {"iteration": int(self.iter), "reason": self.stop_reason}
+        return ret
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved (checkpoints of either Detectron2 build)."""
+        TrainerBase.load_state_dict(self, state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint holds no optimizer state: momentum restarts from "
+                           "zero.")
+        if "scheduler" in state_dict:
+            self.scheduler.load_state_dict(state_dict["scheduler"])
+        self.stopped_early = state_dict.get("stopped_early")
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """``--resume``: continue from the run's newest checkpoint (its predictors must fit
+        the config); otherwise load ``MODEL.WEIGHTS``, where layers of another shape (another
+        task's classes) start fresh, listed in one log line.
+
+        Raises:
+            WeightsError: an unreadable checkpoint, or one that does not fit the config.
+        """
+        from .checkpointer import config_asks
+
+        checkpointer = self.checkpointer
+        if resume and checkpointer.has_checkpoint():
+            checkpointer.load(checkpointer.get_checkpoint_file(),
+                              require_fit=config_asks(self.cfg))
+            # The checkpoint stores the iteration that just finished.
+            self.start_iter = self.iter + 1
+        else:
+            checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -84,9 +142,7 @@ class CellsTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         os.makedirs(output_folder, exist_ok=True)
-        return CellsCOCOEvaluator(dataset_name, output_folder,
-                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-                                  use_fast_coco_eval=cfg.TEST.FAST_COCO_EVAL)
+        return CellsCOCOEvaluator.from_config(cfg, dataset_name, output_folder)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -99,7 +155,7 @@ class CellsTrainer(DefaultTrainer):
     def test_with_TTA(cls, cfg, model):
         """Evaluate ``model`` wrapped in :class:`seg_project.inference.CellsTTA` (flips and
         ``TEST.AUG.MIN_SIZES``); result keys end in ``-TTA``."""
-        from ..inference import CellsTTA
+        from ..inference.predictor import CellsTTA
 
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA",
                                                                   name))
@@ -145,9 +201,11 @@ class CellsTrainer(DefaultTrainer):
         return ret
 
     # ------------------------------------------------------------------ training loop
-    def request_stop(self):
-        """Finish the current iteration's hooks, then end training (early stopping)."""
+    def request_stop(self, reason: str = "") -> None:
+        """Finish the current iteration's hooks, then end training (early stopping); the
+        checkpoints written from now on record that (and ``reason``)."""
         self.stop_requested = True
+        self.stop_reason = reason
 
     def train(self):
         """Run training; like ``DefaultTrainer.train`` but able to stop early.
@@ -155,6 +213,12 @@ class CellsTrainer(DefaultTrainer):
         Returns:
             The last evaluation results (dict), if any evaluation ran.
         """
+        if self.stopped_early:
+            logger.info(f"Training stopped early at iteration "
+                        f"{self.stopped_early.get('iteration')} "
+                        f"({self.stopped_early.get('reason') or 'early stopping'}); nothing to "
+                        "do.")
+            return None
         if self.start_iter >= self.max_iter:
             logger.info(f"Training already finished ({self.max_iter} iterations); nothing to do.")
             return None
