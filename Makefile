@@ -57,10 +57,14 @@ demo: $(STAMP)
 	@echo
 	@echo "Demo done. Everything is in $(DEMO_DIR)/:"
 	@echo "  data/        the generated dataset (course layout)"
-	@echo "  train/       the run: log.txt, metrics.json, model_best.pth, model_final.pth, config.yaml"
+	@echo "  train/       the run: report.html, log.txt, metrics.json, model_best.pth, config.yaml"
 	@echo "  submission/  test-results.json and test-results.zip (checked)"
 	@echo "  pictures/    val/ (ground truth | prediction) and test/ (predictions)"
-	@echo "  curves/      loss.png, ap.png, lr.png, ... and summary.md"
+	@echo "  curves/      loss.png, ap.png, lr.png, pathology.png, ... and summary.md"
+	@echo
+	@echo "The run report (settings, curves, final AP and pathology tables, class confusion,"
+	@echo "best and worst validation images), written at the end of training:"
+	@echo "  $(DEMO_DIR)/train/report.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -14,8 +14,8 @@ from conftest import QUICK_CONFIG, SHARED_DATA, load_tool, tiny_opts
 from seg_project.config import get_seg_project_cfg
 from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.reader import load_mapping
-from seg_project.evaluation.submission import check_submission
-from seg_project.postprocess import paste_masks_as_crops
+from seg_project.inference.postprocess import paste_masks_as_crops
+from seg_project.submission import check_submission
 
 predict_tool = load_tool("predict")
 
@@ -148,7 +148,7 @@ def test_crop_pasting_matches_detectron2_full_size_pasting():
 
 def test_predictor_rejects_missing_weights(tmp_path):
     from seg_project.engine import WeightsNotFoundError
-    from seg_project.inference import Predictor
+    from seg_project.inference.predictor import Predictor
 
     cfg = get_seg_project_cfg()
     cfg.merge_from_file(str(QUICK_CONFIG))
@@ -157,7 +157,7 @@ def test_predictor_rejects_missing_weights(tmp_path):
 
 
 def test_unreadable_test_image_is_named(tmp_path):
-    from seg_project.predict import resolve_inputs
+    from seg_project.inference.predict import resolve_inputs
 
     bad = tmp_path / "a.tif"
     bad.write_bytes(b"not a tiff")
@@ -172,6 +172,7 @@ def test_visualize_model_predictions_next_to_ground_truth(synthetic_root, traine
     out = tmp_path / "pictures"
     argv = ["--config-file", str(QUICK_CONFIG), "--weights", str(trained_run / "model_final.pth"),
             "--dataset", "cells_val", "--score-threshold", "0.0", "--out", str(out),
+            "--min-size", "0",  # at the image's size, to compare with it pixel for pixel
             *tiny_opts(synthetic_root, tmp_path)]
     try:
         assert visualize.main(argv) == 0
@@ -185,3 +186,74 @@ def test_visualize_model_predictions_next_to_ground_truth(synthetic_root, traine
         drawn = read_image(picture)
         assert drawn.shape == (image.shape[0], 2 * image.shape[1], 3)  # ground truth | model
         assert not np.array_equal(drawn[:, :image.shape[1]], image)
+
+
+def test_predict_reports_images_that_reached_the_detection_cap(synthetic_root, trained_run,
+                                                               tmp_path, capsys):
+    out = tmp_path / "capped"
+    argv = predict_argv(synthetic_root, trained_run, out, "--images",
+                        str(synthetic_root / "test_release"), "--max-detections", "2")
+    assert predict_tool.main(argv) == 0
+    printed = capsys.readouterr().out
+    entries = json.loads((out / "test-results.json").read_text())
+    per_image = {}
+    for entry in entries:
+        per_image[entry["image_id"]] = per_image.get(entry["image_id"], 0) + 1
+    capped = sum(1 for n in per_image.values() if n >= 2)
+    assert capped >= 2, per_image  # score threshold 0: the barely trained model fills the cap
+    assert (f"{capped} of 3 images reached TEST.DETECTIONS_PER_IMAGE (2 detections): most "
+            "did, so detections were probably cut off") in printed
+
+
+def test_predict_checks_the_output_before_loading_the_model(synthetic_root, trained_run,
+                                                            tmp_path, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("seg_project.inference.predictor.Predictor", no_model)
+    out = tmp_path / "out"
+    (out / "test-results.json").mkdir(parents=True)  # a folder where the file would go
+    argv = predict_argv(synthetic_root, trained_run, out, "--images",
+                        str(synthetic_root / "test_release"), "--overwrite")
+    assert predict_tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out / 'test-results.json'}: the submission file is an existing " \
+                  "folder\n"
+
+
+def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tmp_path, capsys):
+    """--format coco geojson label-tiff course: the same detections in each format (one
+    GeoJSON feature per non-empty mask, label maps, a course-layout dataset the reader loads
+    again); an existing course folder is kept without --overwrite."""
+    from seg_project.data.image_io import read_mask
+    from seg_project.data.reader import load_annotated_split
+
+    out = tmp_path / "formats"
+    images = synthetic_root / "test_release"
+    argv = predict_argv(synthetic_root, trained_run, out, "--images", str(images), "--id-map",
+                        str(synthetic_root / "test_image_name_to_ids.json"), "--format", "coco",
+                        "geojson", "label-tiff", "course", "--max-detections", "20")
+    assert predict_tool.main(argv) == 0
+    entries = json.loads((out / "test-results.json").read_text())
+    mapping = {m["file_name"]: m["id"] for m in load_mapping(
+        synthetic_root / "test_image_name_to_ids.json")}
+    for image in sorted(images.glob("*.tif")):
+        own = [e for e in entries if e["image_id"] == mapping[image.name]]
+        nonempty = [e for e in own if mask_util.area(
+            {"size": e["segmentation"]["size"], "counts": e["segmentation"]["counts"].encode()})]
+        collection = json.loads((out / "geojson" / f"{image.stem}.geojson").read_text())
+        assert collection["type"] == "FeatureCollection"
+        assert len(collection["features"]) == len(nonempty)
+        instances = read_mask(out / "labels" / f"{image.stem}_instances.tif")
+        classes = read_mask(out / "labels" / f"{image.stem}_classes.tif")
+        assert instances.shape == classes.shape == tuple(own[0]["segmentation"]["size"])
+        assert ((instances > 0) == (classes > 0)).all() and instances.max() <= len(nonempty)
+    records = load_annotated_split(out / "course", 4, cache_dir=False)
+    assert len(records) == len(list(images.glob("*.tif")))
+    assert predict_tool.main(["--overwrite", *argv]) == 0  # --overwrite replaces them all
+    capsys.readouterr()
+    # without it, a second run stops before inference and changes nothing
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    assert predict_tool.main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before

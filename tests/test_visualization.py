@@ -19,6 +19,7 @@ from seg_project.data.catalog import register_cells
 from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.reader import load_annotated_split
 from seg_project.data.rle import decode, encode_crop
+from seg_project.visualization import draw as vis_draw
 from seg_project.visualization import jobs as vis_jobs
 from seg_project.visualization.instances import _decode_crops
 
@@ -260,7 +261,9 @@ def test_load_results_names_file_and_entry(tmp_path):
 def test_visualize_data_on_a_root(course_root, tmp_path):
     out = tmp_path / "pictures"
     tool = load_tool("visualize_data")
-    assert tool.main([str(course_root), "--out", str(out), "--num-classes", "2"]) == 0
+    # --min-size 0: at the image's size (the default draws small images up to 1,024 px).
+    assert tool.main([str(course_root), "--out", str(out), "--num-classes", "2",
+                      "--min-size", "0"]) == 0
     pictures = sorted(out.iterdir())
     assert [p.name for p in pictures] == ["img_a.png", "img_b.png"]
     drawn = read_image(pictures[0])
@@ -314,7 +317,7 @@ def test_visualize_results_with_mapping_file(course_root, tmp_path):
     rc = load_tool("visualize").main([
         "--results", str(results), "--images", str(test_dir), "--id-map",
         str(course_root / "test_image_name_to_ids.json"), "--out", str(out),
-        "--score-threshold", "0.5"])
+        "--score-threshold", "0.5", "--min-size", "0"])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["a-uuid.png", "b-uuid.png"]
     with_three = read_image(out / "b-uuid.png")  # id 7: two entries above 0.5
@@ -335,7 +338,7 @@ def test_visualize_results_with_sorted_names(course_root, tmp_path, caplog):
     out = tmp_path / "pictures"
     tool = load_tool("visualize")
     assert tool.main(["--results", str(results), "--images", str(test_dir),
-                      "--out", str(out)]) == 0
+                      "--out", str(out), "--min-size", "0"]) == 0
     assert "sorted file-name order" in caplog.text
     x, y, s, _ = SQUARES[0]
     assert _region(read_image(out / "a-uuid.png"), read_image(test_dir / "a-uuid.tif"),
@@ -363,7 +366,8 @@ def test_visualize_results_next_to_ground_truth(course_root, tmp_path):
     out = tmp_path / "pictures"
     rc = load_tool("visualize").main([
         "--results", str(results), "--gt-root", str(course_root), "--class-names", "a,b",
-        "--out", str(out), "--sample", "1", "--seed", "0", "--names", "img_a"])
+        "--out", str(out), "--sample", "1", "--seed", "0", "--names", "img_a",
+        "--min-size", "0"])
     assert rc == 0
     picture = read_image(out / "img_a.png")
     assert picture.shape == (H, 2 * W, 3)
@@ -388,7 +392,7 @@ def test_visualize_model_plumbing(course_root, tmp_path, monkeypatch):
     rc = load_tool("visualize").main([
         "--config-file", str(config), "--weights", str(tmp_path / "model.pth"),
         "--images", str(course_root / "test_release" / "a-uuid.tif"), "--out", str(out),
-        "--device", "cpu"])
+        "--device", "cpu", "--min-size", "0"])
     assert rc == 0
     picture = read_image(out / "a-uuid.png")
     image = read_image(course_root / "test_release" / "a-uuid.tif")
@@ -398,7 +402,7 @@ def test_visualize_model_plumbing(course_root, tmp_path, monkeypatch):
 
 def test_visualize_model_with_real_predictor(course_root, tmp_path):
     try:
-        import seg_project.inference  # noqa: F401
+        import seg_project.inference.predictor  # noqa: F401
     except ImportError:
         pytest.skip("seg_project.inference not available yet")
     import torch
@@ -416,7 +420,7 @@ def test_visualize_model_with_real_predictor(course_root, tmp_path):
     rc = load_tool("visualize").main([
         "--config-file", str(config), "--weights", str(tmp_path / "model.pth"),
         "--images", str(course_root / "test_release"), "--out", str(out), "--device", "cpu",
-        "--score-threshold", "0"])
+        "--score-threshold", "0", "--min-size", "0"])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["a-uuid.png", "b-uuid.png"]
     assert read_image(out / "a-uuid.png").shape == (H, W, 3)
@@ -443,7 +447,8 @@ def test_course_sample_through_the_tool(tmp_path):
     if not (HW3 / "train").is_dir():
         pytest.skip(f"course sample data not found at {HW3}")
     out = tmp_path / "pictures"
-    assert load_tool("visualize_data").main([str(HW3), "--out", str(out)]) == 0
+    assert load_tool("visualize_data").main([str(HW3), "--out", str(out),
+                                             "--min-size", "0"]) == 0
     picture = read_image(out / "ta-sample.png")
     assert picture.shape == read_image(HW3 / "train" / "ta-sample" / "image.tif").shape
 
@@ -462,3 +467,270 @@ def test_corrupt_mask_names_the_source(metadata):
         entries[0]["segmentation"] = {"size": [H, W], "counts": counts}
         with pytest.raises(DatasetError, match=r"res\.json: RLE counts"):
             vis.draw_predictions(_image(), entries, metadata, where="res.json")
+
+
+# ---------------------------------------------------------------- readable at any size
+
+SMALL_H, SMALL_W = 100, 180  # the demo's small images
+# A 10x20 (w x h) cell at column 100, row 40 of the small image.
+CELL = (100, 40, 10, 20)
+
+
+def _small_root(tmp_path, value=128):
+    """A course-layout root with one plain grey 180x100 image holding one cell of class 2."""
+    folder = tmp_path / "small" / "train" / "demo"
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "image.tif", np.full((SMALL_H, SMALL_W, 3), value, np.uint8))
+    mask = np.zeros((SMALL_H, SMALL_W), np.float64)
+    x, y, w, h = CELL
+    mask[y:y + h, x:x + w] = 1
+    tifffile.imwrite(folder / "class2.tif", mask)
+    return tmp_path / "small"
+
+
+def _grid_entries(count, height=H, width=W, size=6, step=10):
+    """``count`` small square predictions on a grid, class 1, scores 0.99 down."""
+    entries = []
+    per_row = (width - 4) // step
+    for index in range(count):
+        x, y = 2 + (index % per_row) * step, 2 + (index // per_row) * step
+        assert y + size <= height
+        entries.append({"bbox": [float(x), float(y), float(size), float(size)],
+                        "score": 0.99 - index * 1e-4, "category_id": 1,
+                        "segmentation": encode_crop(np.ones((size, size), bool), x, y,
+                                                    height, width)})
+    return entries
+
+
+def test_picture_size():
+    assert vis_draw.picture_size(100, 180, 1024) == (569, 1024)
+    assert vis_draw.picture_size(100, 180, 0) == (100, 180)
+    assert vis_draw.picture_size(1000, 1000, 1024) == (1024, 1024)
+    assert vis_draw.picture_size(2000, 1000, 1024) == (2000, 1000)  # not made smaller
+    assert vis_draw.picture_size(2000, 1000, 1024, max_size=500) == (500, 250)
+    assert vis_draw.picture_size(100, 180, 1024, max_size=360) == (200, 360)  # max wins
+    with pytest.raises(ValueError, match="min_size"):
+        vis_draw.picture_size(100, 180, -1)
+
+
+def test_small_image_is_written_large_with_masks_by_nearest_neighbour(tmp_path):
+    root = _small_root(tmp_path)
+    out = tmp_path / "pictures"
+    assert load_tool("visualize_data").main([str(root), "--out", str(out),
+                                             "--num-classes", "2", "--no-labels"]) == 0
+    picture = read_image(out / "demo.png")
+    assert picture.shape == (569, 1024, 3)  # >= 1,024 px on the long side, same aspect
+    # Where the picture differs from the plain grey image, away from the legend (top-left):
+    # exactly the cell's pixels, scaled.
+    changed = np.any(picture != 128, axis=-1)
+    changed[:120, :400] = False
+    x, y, w, h = CELL
+    sy, sx = 569 / SMALL_H, 1024 / SMALL_W
+    rows, cols = np.nonzero(changed)
+    assert abs(rows.min() - y * sy) <= 1 and abs(rows.max() + 1 - (y + h) * sy) <= 1
+    assert abs(cols.min() - x * sx) <= 1 and abs(cols.max() + 1 - (x + w) * sx) <= 1
+    # Nearest neighbour: a crisp block, every pixel in it drawn (fill or outline), the
+    # fill one color (no blending with the background at the edges).
+    block = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert block.all()
+    inner = picture[rows.min() + 2:rows.max() - 1, cols.min() + 2:cols.max() - 1]
+    assert len(np.unique(inner.reshape(-1, 3), axis=0)) == 1
+    # The class's color is there: the fill is grey pulled towards class 2's color.
+    color = np.asarray(vis.metadata_for_classes(["class1", "class2"]).thing_colors[1])
+    expected = 128 * (1 - vis_draw.DEFAULT_ALPHA) + color * vis_draw.DEFAULT_ALPHA
+    assert np.abs(inner[0, 0].astype(float) - expected).max() < 30  # the color, +- its jitter
+
+
+def test_smooth_resize_keeps_masks_crisp(metadata):
+    image = _image()
+    record = _record()
+    nearest = vis.draw_ground_truth(image, record, metadata, min_size=600, legend=False,
+                                    labels=False)
+    smooth = vis.draw_ground_truth(image, record, metadata, min_size=600, legend=False,
+                                   labels=False, resize="smooth")
+    assert nearest.shape == smooth.shape == (540, 600, 3)
+    empty = {**record, "annotations": []}
+    plain_nearest = vis.draw_ground_truth(image, empty, metadata, min_size=600, legend=False)
+    plain_smooth = vis.draw_ground_truth(image, empty, metadata, min_size=600, legend=False,
+                                         resize="smooth")
+    assert not np.array_equal(plain_nearest, plain_smooth)
+    # The same pixels are drawn on: the masks do not depend on how the image is resized.
+    drawn_nearest = np.any(nearest != plain_nearest, axis=-1)
+    drawn_smooth = np.any(smooth != plain_smooth, axis=-1)
+    assert drawn_nearest.sum() > 3000
+    assert (drawn_nearest != drawn_smooth).mean() < 1e-3
+    with pytest.raises(ValueError, match="resize"):
+        vis.draw_ground_truth(image, record, metadata, resize="cubic")
+
+
+def test_picture_style_decides_labels_by_count():
+    few = vis_draw.picture_style(vis_draw.AUTO_LABEL_LIMIT)
+    assert few.labels and not few.crowded and few.alpha == vis_draw.DEFAULT_ALPHA
+    many = vis_draw.picture_style(vis_draw.AUTO_LABEL_LIMIT + 1)
+    assert not many.labels and many.crowded and many.alpha == vis_draw.CROWDED_ALPHA
+    assert vis_draw.picture_style(500, labels=True).labels  # asked for
+    assert not vis_draw.picture_style(3, labels=False).labels
+    assert vis_draw.picture_style(500, label_limit=None).labels  # no limit
+    assert not vis_draw.picture_style(1, label_limit=0).labels
+    assert vis_draw.picture_style(500, alpha=0.6).alpha == 0.6
+    outlines = vis_draw.picture_style(3, outlines=True, labels=True, alpha=0.5)
+    assert not outlines.labels and outlines.alpha == 0.0
+    with pytest.raises(ValueError, match="alpha"):
+        vis_draw.picture_style(3, alpha=1.5)
+
+
+def test_above_the_label_limit_no_text_is_drawn(metadata):
+    image = _image()
+    crowd = _grid_entries(60)
+    options = dict(score_threshold=0.0, legend=False)
+    default, info = vis.draw_predictions(image, crowd, metadata, return_info=True, **options)
+    assert info.shown == 60 and not info.style.labels and info.style.crowded
+    without = vis.draw_predictions(image, crowd, metadata, labels=False, **options)
+    with_labels = vis.draw_predictions(image, crowd, metadata, labels=True, **options)
+    np.testing.assert_array_equal(default, without)  # no text at all
+    assert np.any(default != with_labels)
+    # The limit is an option: with a higher one the same crowd is labelled.
+    labelled = vis.draw_predictions(image, crowd, metadata, label_limit=100, alpha=0.2,
+                                    **options)
+    np.testing.assert_array_equal(labelled, with_labels)
+    # Below the limit, labels stay.
+    few = vis.draw_predictions(image, _entries(), metadata, **options)
+    assert np.any(few != vis.draw_predictions(image, _entries(), metadata, labels=False,
+                                              **options))
+
+
+def test_crowded_pictures_keep_outlines_and_a_light_fill(metadata):
+    image = np.full((H, W, 3), 128, np.uint8)
+    crowd = _grid_entries(60)
+    picture = vis.draw_predictions(image, crowd, metadata, 0.0, legend=False)
+    x, y = (int(v) for v in crowd[0]["bbox"][:2])
+    cell = picture[y:y + 6, x:x + 6].astype(int)
+    color = np.asarray(metadata.thing_colors[0])
+    assert np.any(cell[0, 0] != 128)  # outline
+    fill = 128 * (1 - vis_draw.CROWDED_ALPHA) + color * vis_draw.CROWDED_ALPHA
+    assert np.abs(cell[2:4, 2:4] - fill).max() < 15  # light: the color, +- its jitter
+
+
+def test_outlines_draw_no_fill(metadata):
+    image = _image()
+    x, y, s, _ = SQUARES[1]  # the largest cell, 30x30
+    for picture in (
+        vis.draw_ground_truth(image, _record(), metadata, outlines=True, legend=False),
+        vis.draw_predictions(image, _entries(), metadata, 0.0, outlines=True),
+    ):
+        np.testing.assert_array_equal(picture[y + 2:y + s - 2, x + 2:x + s - 2],
+                                      image[y + 2:y + s - 2, x + 2:x + s - 2])
+        ring = np.any(picture[y:y + s, x:x + s] != image[y:y + s, x:x + s], axis=-1)
+        assert ring[0].all() and ring[-1].all() and ring[:, 0].all() and ring[:, -1].all()
+
+
+def test_outlines_option_of_the_tool(course_root, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    tool = load_tool("visualize_data")
+    assert tool.main([str(course_root), "--out", str(out), "--num-classes", "2",
+                      "--names", "img_a", "--outlines", "--min-size", "0"]) == 0
+    picture = read_image(out / "img_a.png")
+    image = read_image(course_root / "train" / "img_a" / "image.tif")
+    for x, y, s, _ in SQUARES:
+        assert _region(picture, image, x + 2, y + 2, s - 4) == 0.0  # no fill
+        # ... but an outline on the cell's edge pixels
+        assert _region(picture, image, x - 1, y - 1, s + 2) > 0
+    assert tool.main([str(course_root), "--out", str(tmp_path / "other"), "--outlines",
+                      "--labels"]) == 2
+    assert "--outlines" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main([str(course_root), "--out", str(tmp_path / "other"), "--min-size", "-5"])
+
+
+def test_legend_counts_per_class(metadata):
+    image = _image()
+    _, info = vis.draw_ground_truth(image, _record(), metadata, return_info=True)
+    assert info.legend == ["alpha: 1", "beta: 2", "gamma: 0", "delta: 0"]
+    _, info = vis.draw_predictions(image, _entries(), metadata, 0.5, return_info=True)
+    assert info.legend == ["alpha: 1", "beta: 1", "gamma: 0", "delta: 0"]
+    assert vis_draw.legend_lines([2, 2, 0], ["a", "b", "c"]) == ["a: 1", "b: 0", "c: 2"]
+    # The legend is drawn in the top-left corner, nowhere else.
+    with_legend = vis.draw_ground_truth(image, _record(), metadata, labels=False)
+    without = vis.draw_ground_truth(image, _record(), metadata, labels=False, legend=False)
+    rows, cols = np.nonzero(np.any(with_legend != without, axis=-1))
+    assert len(rows) and rows.max() < H // 2 and cols.max() < W // 2
+    _, info = vis.draw_ground_truth(image, _record(), metadata, legend=False, return_info=True)
+    assert info.legend == []
+
+
+def test_a_cap_is_reported_in_the_legend(metadata):
+    image = _image()
+    _, info = vis.draw_predictions(image, _entries(), metadata, 0.0, max_instances=1,
+                                   return_info=True)
+    assert (info.shown, info.total) == (1, 3)
+    assert info.legend == ["alpha: 1", "beta: 0", "gamma: 0", "delta: 0", "top 1 of 3 shown"]
+    _, info = vis.draw_ground_truth(image, _record(), metadata, max_instances=2,
+                                    return_info=True)
+    assert info.legend[-1] == "first 2 of 3 shown" and info.legend[:2] == ["alpha: 1",
+                                                                            "beta: 1"]
+    _, info = vis.draw_predictions(image, _entries(), metadata, 0.0, return_info=True)
+    assert info.legend[-1] == "delta: 0"  # nothing left out: no note
+
+
+def test_everything_is_drawn_by_default(metadata):
+    """No 300-instance cap any more: draw_predictions and tools/visualize.py draw all."""
+    image = np.full((H, W, 3), 128, np.uint8)
+    crowd = _grid_entries(320)
+    _, info = vis.draw_predictions(image, crowd, metadata, 0.0, return_info=True)
+    assert info.shown == info.total == 320
+    assert sum(int(line.split(": ")[1]) for line in info.legend) == 320
+
+
+def test_side_by_side_halves_share_the_scale(course_root, tmp_path):
+    records = vis.load_annotated_source(course_root, class_names=["a", "b"])[0]
+    results = _write_results(tmp_path / "results.json",
+                             _entries(image_id=records[0]["image_id"]))
+    out = tmp_path / "pictures"
+    assert load_tool("visualize").main([
+        "--results", str(results), "--gt-root", str(course_root), "--class-names", "a,b",
+        "--out", str(out), "--names", "img_a", "--score-threshold", "0"]) == 0
+    picture = read_image(out / "img_a.png")
+    height, width = vis_draw.picture_size(H, W, vis_draw.DEFAULT_MIN_SIZE)
+    assert picture.shape == (height, 2 * width, 3) and max(height, width) == 1024
+    # The same instances, at the same places, in both halves.
+    image = read_image(course_root / "train" / "img_a" / "image.tif")
+    plain = vis.draw_ground_truth(image, {**records[0], "annotations": []},
+                                  vis.metadata_for_classes(["a", "b"]),
+                                  min_size=vis_draw.DEFAULT_MIN_SIZE, legend=False)
+    x, y, s, _ = SQUARES[1]
+    sy, sx = height / H, width / W
+    inner = (slice(int(y * sy) + 3, int((y + s) * sy) - 3),
+             slice(int(x * sx) + 3, int((x + s) * sx) - 3))
+    for half in (picture[:, :width], picture[:, width:]):
+        assert np.any(half[inner] != plain[inner], axis=-1).mean() > 0.9
+
+
+def test_consep_picture_above_the_label_limit(metadata):
+    if not CONSEP_TEST.is_dir():
+        pytest.skip(f"CoNSeP data not found at {CONSEP_TEST}")
+    record = load_annotated_split(CONSEP_TEST, 4, names=["test_1"], cache_dir=False)[0]
+    image = read_image(record["file_name"])
+    picture, info = vis.draw_ground_truth(image, record, metadata, min_size=1024,
+                                          return_info=True)
+    assert picture.shape == (1024, 1024, 3)
+    assert info.style.crowded and not info.style.labels
+    counts = [int(line.split(": ")[1]) for line in info.legend]
+    assert sum(counts) == info.shown == len(record["annotations"])
+
+
+def test_boxes_and_smaller_pictures_are_scaled(metadata):
+    image = np.full((H, W, 3), 128, np.uint8)
+    entry = {"bbox": [40.0, 40.0, 80.0, 80.0], "score": 0.9, "category_id": 1}  # no mask
+    options = dict(boxes=True, labels=False, legend=False, bbox_format="xyxy")
+    picture = vis.draw_predictions(image, [entry], metadata, min_size=2 * W, **options)
+    assert picture.shape == (2 * H, 2 * W, 3)
+    drawn = np.any(picture != 128, axis=-1)
+    assert drawn[90:150, 158:161].sum() > 20 and not drawn[90:150, 162:].any()  # x2 = 80 * 2
+    # --max-size draws large images smaller; the masks follow.
+    small, info = vis.draw_ground_truth(_image(), _record(), metadata, max_size=100,
+                                        legend=False, return_info=True)
+    assert small.shape == (90, 100, 3) and (info.height, info.width) == (90, 100)
+    x, y, s, _ = SQUARES[1]
+    plain = vis.draw_ground_truth(_image(), {**_record(), "annotations": []}, metadata,
+                                  max_size=100, legend=False)
+    assert _region(small, plain, x // 2, y // 2, s // 2) > 0.9

@@ -7,17 +7,17 @@ Examples:
         --images datasets/cells/test_release --id-map datasets/cells/test_image_name_to_ids.json \
         --out output/submission --zip
     python tools/predict.py --config-file ... --weights ... --images a.tif b.tif --out preds
+
+Inputs, the output folder and the weights are checked before any inference; bad ones stop it
+with ``error: <file or key>: <problem>`` and exit status 2.
 """
 
-import seg_project  # noqa: F401, I001  (first: registers datasets, quiets import warnings)
 import argparse
 import sys
 
-from seg_project.config import get_seg_project_cfg, register_datasets_from_config
-from seg_project.data.image_io import DatasetError
-from seg_project.engine.checkpointer import WeightsNotFoundError
-from seg_project.inference import Predictor
-from seg_project.predict import resolve_inputs, run_prediction
+import seg_project  # noqa: F401  (registers datasets when Detectron2 loads, quiets warnings)
+from seg_project.export.formats import FORMATS
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def build_parser():
@@ -32,6 +32,12 @@ def build_parser():
     parser.add_argument("--bbox-format", choices=("xywh", "xyxy"), default="xywh",
                         help="COCO [x, y, w, h] (default) or [x1, y1, x2, y2]")
     parser.add_argument("--zip", action="store_true", help="also write test-results.zip")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["coco"],
+                        help="output formats, several allowed: coco = test-results.json "
+                             "(default); geojson = geojson/<image>.geojson for QuPath; "
+                             "label-tiff = labels/<image>_instances.tif and _classes.tif; "
+                             "course = course/<image>/image.tif + classN.tif (a dataset in the "
+                             "course layout, to correct by hand)")
     parser.add_argument("--score-threshold", type=float, help="default: the config's")
     parser.add_argument("--max-detections", type=int, help="per image; default: the config's")
     parser.add_argument("--tta", action="store_true",
@@ -40,34 +46,46 @@ def build_parser():
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing test-results.json in --out")
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser
 
 
-def main(argv=None):
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = get_seg_project_cfg()
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-        register_datasets_from_config(cfg)
-        job = resolve_inputs(args.images, args.id_map)
-        print(f"{len(job.images)} images; ids from {job.id_source}")
-        predictor = Predictor(cfg, weights=args.weights, device=args.device, tta=args.tta,
-                              score_threshold=args.score_threshold,
-                              max_detections=args.max_detections)
-        job = run_prediction(predictor, job, args.out, bbox_format=args.bbox_format,
-                             make_zip=args.zip, batch_size=args.batch_size,
-                             overwrite=args.overwrite)
-    except (DatasetError, WeightsNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # Detectron2 and torch load after the command line is read (--help answers at once).
+    from seg_project.config import register_datasets_from_config
+    from seg_project.engine.setup import check_class_names, load_config
+    from seg_project.inference.predict import check_outputs, resolve_inputs, run_prediction
+    from seg_project.inference.predictor import Predictor
+
+    cfg = load_config(args.config_file, args.opts)
+    check_class_names(cfg)
+    register_datasets_from_config(cfg)
+    formats = list(dict.fromkeys(args.format))
+    job = resolve_inputs(args.images, args.id_map)
+    check_outputs(args.out, args.zip, args.overwrite, formats,
+                  [path for _, path, _, _ in job.images])
+    print(f"{len(job.images)} images; ids from {job.id_source}")
+    predictor = Predictor(cfg, weights=args.weights, device=args.device, tta=args.tta,
+                          score_threshold=args.score_threshold,
+                          max_detections=args.max_detections)
+    job = run_prediction(predictor, job, args.out, bbox_format=args.bbox_format,
+                         make_zip=args.zip, batch_size=args.batch_size,
+                         overwrite=args.overwrite, formats=formats)
     print(job.report)
     if job.images_without_detections:
         print(f"{len(job.images_without_detections)} image(s) without any detection: ids "
               f"{job.images_without_detections[:20]}")
+    print(job.capped or f"No image reached TEST.DETECTIONS_PER_IMAGE "
+                        f"({predictor.cfg.TEST.DETECTIONS_PER_IMAGE} detections)")
     print("written: " + ", ".join(str(p) for p in job.written))
     return 0
+
+
+def main(argv=None) -> int:
+    """Run the tool; returns the exit status (0, or 2 for bad input, printed as one line)."""
+    return run_tool(_main, argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,16 @@ import logging
 import sys
 
 from seg_project import visualization
-from seg_project.data.image_io import DatasetError
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def main(argv=None) -> int:
-    """Parse the command line, draw the pictures; returns the exit status."""
+    """Parse the command line, draw the pictures; returns the exit status (0, or 2 for bad
+    input, printed as one ``error: <file or key>: <problem>`` line)."""
+    return run_tool(_main, argv, expected=(ValueError,))
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--results", metavar="JSON", help="COCO results JSON to draw")
@@ -45,9 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, ... (default: the config's MODEL.DEVICE)")
     visualization.add_picture_arguments(parser)
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="overrides of --config-file, e.g. DATASETS.CELLS.ROOT /data/cells")
-    parser.set_defaults(max_instances=300)
     args = parser.parse_args(argv)
     if args.weights and not args.config_file:
         parser.error("--weights needs --config-file")
@@ -57,15 +62,11 @@ def main(argv=None) -> int:
     options = visualization.picture_options(args)
     options.update(images=args.images, dataset=args.dataset, gt_root=args.gt_root,
                    score_threshold=args.score_threshold)
-    try:
-        if args.results:
-            options.update(id_map=args.id_map, bbox_format=args.bbox_format)
-            written = visualization.visualize_results(args.results, **options)
-        else:
-            written = visualization.visualize_model(args.weights, device=args.device, **options)
-    except (DatasetError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.results:
+        options.update(id_map=args.id_map, bbox_format=args.bbox_format)
+        written = visualization.visualize_results(args.results, **options)
+    else:
+        written = visualization.visualize_model(args.weights, device=args.device, **options)
     print(f"wrote {len(written)} picture(s) to {args.out}")
     return 0
 

@@ -15,24 +15,25 @@ import logging
 import sys
 
 from seg_project import visualization
-from seg_project.data.image_io import DatasetError
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def main(argv=None) -> int:
-    """Parse the command line, draw the pictures; returns the exit status."""
+    """Parse the command line, draw the pictures; returns the exit status (0, or 2 for bad
+    input, printed as one ``error: <file or key>: <problem>`` line)."""
+    return run_tool(_main, argv, expected=(ValueError,))
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", metavar="ROOT_OR_DATASET",
                         help="dataset root (course layout), split folder, or registered "
                              "dataset name (cells_train, cells_val, cells_trainval)")
     visualization.add_picture_arguments(parser)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        written = visualization.visualize_dataset(args.source,
-                                                  **visualization.picture_options(args))
-    except (DatasetError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    written = visualization.visualize_dataset(args.source, **visualization.picture_options(args))
     print(f"wrote {len(written)} picture(s) to {args.out}")
     return 0
 

@@ -6,16 +6,17 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .draw import AUTO_LABEL_LIMIT, DEFAULT_ALPHA
-from .instances import detect_bbox_format
-from .render import picture_targets, render_dataset, render_predictions
-from .sources import (
-    check_result_ids,
-    load_annotated_source,
-    load_results,
-    prediction_records,
-    select_records,
+from ..submission.entries import detect_bbox_format, load_result_entries
+from ..utils.paths import check_output_dir
+from .draw import (
+    AUTO_LABEL_LIMIT,
+    CROWDED_ALPHA,
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_SIZE,
+    RESIZE_MODES,
 )
+from .render import picture_targets, render_dataset, render_predictions
+from .sources import check_result_ids, load_annotated_source, prediction_records, select_records
 
 __all__ = [
     "add_picture_arguments",
@@ -28,8 +29,36 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _count(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _opacity(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def add_picture_arguments(parser) -> None:
-    """Add the options both drawing tools share (``--out``, sampling, drawing style)."""
+    """Add the options both drawing tools share (``--out``, sampling, drawing style, size).
+
+    Args:
+        parser: the tool's ``argparse.ArgumentParser``.
+    """
     parser.add_argument("--out", required=True, help="folder for the pictures "
                         "(<image name>.png)")
     parser.add_argument("--sample", type=int, default=None, metavar="N",
@@ -48,26 +77,58 @@ def add_picture_arguments(parser) -> None:
                         help="seg_project config: registers its datasets (cells_train, "
                              "cells_val, ...) and gives the class names")
     parser.add_argument("--labels", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"label every instance (default: only up to {AUTO_LABEL_LIMIT} "
-                             "instances)")
+                        help="label every instance (class, score) / none (default: only "
+                             "pictures of at most --label-limit instances)")
+    parser.add_argument("--label-limit", type=_count(0), default=AUTO_LABEL_LIMIT, metavar="N",
+                        help="above N instances in a picture, labels give way to outlines, a "
+                             f"light fill and a legend with counts per class (default "
+                             f"{AUTO_LABEL_LIMIT})")
+    parser.add_argument("--outlines", action="store_true",
+                        help="draw outlines only: no fill, no labels")
     parser.add_argument("--boxes", action="store_true", help="also draw boxes (dashed)")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                        help=f"mask fill opacity (default {DEFAULT_ALPHA})")
-    parser.add_argument("--max-instances", type=int, default=None, metavar="N",
-                        help="draw at most N instances per image, highest scores first "
-                             "(default: %(default)s; None: all)")
+    parser.add_argument("--alpha", type=_opacity, default=None,
+                        help=f"mask fill opacity, 0..1 (default {DEFAULT_ALPHA}, or "
+                             f"{CROWDED_ALPHA} above --label-limit)")
+    parser.add_argument("--max-instances", type=_count(1), default=None, metavar="N",
+                        help="draw at most N instances per image, highest scores first (ground "
+                             "truth: the first N); the legend says how many were left out "
+                             "(default: all)")
+    parser.add_argument("--min-size", type=_count(0), default=DEFAULT_MIN_SIZE, metavar="PX",
+                        help="draw smaller images larger, to PX on the long side (default "
+                             f"{DEFAULT_MIN_SIZE}; 0: the image's size)")
+    parser.add_argument("--max-size", type=_count(1), default=None, metavar="PX",
+                        help="draw larger images smaller, to PX on the long side (default: "
+                             "never; wins over --min-size)")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="nearest",
+                        help="how images are resized: nearest (crisp pixel blocks, default) or "
+                             "smooth; masks are always resized by nearest neighbour")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace pictures that already exist in --out")
 
 
 def picture_options(args) -> Dict:
     """The keyword arguments of :func:`visualize_dataset` / :func:`visualize_results` /
-    :func:`visualize_model` that :func:`add_picture_arguments` options give."""
+    :func:`visualize_model` that :func:`add_picture_arguments` options give.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        dict: the keyword arguments.
+
+    Raises:
+        ValueError: ``--labels`` with ``--outlines``.
+    """
+    if args.labels and args.outlines:
+        raise ValueError("--labels and --outlines exclude each other (--outlines draws no "
+                         "labels)")
     options = dict(
         out_dir=args.out, sample=args.sample, seed=args.seed, names=args.names,
         split=args.split, config_file=args.config_file,
         config_opts=list(getattr(args, "opts", None) or []),  # tools/visualize.py's overrides
         labels=args.labels, boxes=args.boxes, alpha=args.alpha, overwrite=args.overwrite,
+        outlines=args.outlines, label_limit=args.label_limit, min_size=args.min_size,
+        max_size=args.max_size, resize=args.resize,
         class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names
         else None,
     )
@@ -112,6 +173,7 @@ def visualize_dataset(
     Returns:
         list[Path]: the pictures written.
     """
+    check_output_dir(out_dir, "picture folder")
     if config_file:
         cfg = _load_config(config_file, config_opts)
         class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
@@ -181,7 +243,8 @@ def visualize_results(
         DatasetError: bad results file, images, mapping, or ids that match no image.
         ValueError: both or neither of ``images`` and a dataset.
     """
-    entries = load_results(results_file)
+    check_output_dir(out_dir, "picture folder")
+    entries = load_result_entries(results_file)
     if not entries:
         logger.warning(f"{results_file}: holds no predictions; drawing the plain images")
     if config_file:
@@ -209,7 +272,7 @@ def visualize_results(
 def _predict_files(cfg, weights, device, paths):
     """The model: yields ``(path, entries)`` per image (``seg_project.inference``)."""
     try:
-        from ..inference import Predictor
+        from ..inference.predictor import Predictor
     except ImportError as e:
         raise RuntimeError(f"drawing a model's predictions needs seg_project.inference: {e}") \
             from e
@@ -258,6 +321,7 @@ def visualize_model(
     """
     if not config_file:
         raise ValueError("drawing a model's predictions needs its config file (--config-file)")
+    check_output_dir(out_dir, "picture folder")  # before the model is loaded and run
     cfg = _load_config(config_file, config_opts)
     class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
     records, metadata, with_gt = prediction_records(images, None, dataset, gt_root, split,

@@ -6,16 +6,29 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..atomic_files import atomic_write
 from ..data.image_io import read_image
-from .draw import draw_ground_truth, draw_predictions, side_by_side
+from ..utils.atomic_files import atomic_write
+from .draw import DEFAULT_MIN_SIZE, draw_ground_truth, draw_predictions, side_by_side
 from .sources import image_name
 
 __all__ = ["picture_targets", "render_dataset", "render_predictions", "save_png"]
 
+# The options of draw_predictions that the ground-truth half of a side-by-side picture shares
+# (the size ones, so that both halves have one scale).
+_SHARED_OPTIONS = ("labels", "outlines", "label_limit", "alpha", "legend", "min_size",
+                   "max_size", "resize", "max_instances")
+
 
 def save_png(path, image: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write an RGB picture as PNG, atomically (a temporary file, then a rename).
+
+    Args:
+        path: the PNG file.
+        image: ``HxWx3 uint8`` RGB picture.
+        overwrite: whether an existing file may be replaced.
+
+    Returns:
+        Path: ``path``.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -34,8 +47,20 @@ def save_png(path, image: np.ndarray, *, overwrite: bool = False) -> Path:
 
 
 def picture_targets(records: Sequence[Dict], out_dir: Path, overwrite: bool) -> List[Path]:
-    """One ``<image name>.png`` per record; refuses clashing names and, unless
-    ``overwrite``, existing files (checked before anything is drawn)."""
+    """The picture files of the records, checked before anything is drawn.
+
+    Args:
+        records: the images' records.
+        out_dir: the picture folder.
+        overwrite: whether existing pictures may be replaced.
+
+    Returns:
+        list[Path]: one ``<image name>.png`` per record.
+
+    Raises:
+        ValueError: two images would get one picture name.
+        FileExistsError: a picture exists and ``overwrite`` is False.
+    """
     seen: Dict[str, str] = {}
     for record in records:
         name = image_name(record["file_name"])
@@ -68,13 +93,15 @@ def render_dataset(
         out_dir: output folder (created if needed).
         overwrite: replace existing pictures (otherwise refuse before drawing anything).
         progress: show a progress bar.
-        **draw_options: passed to :func:`draw_ground_truth`.
+        **draw_options: passed to :func:`draw_ground_truth`; ``min_size`` defaults to
+            :data:`~.draw.DEFAULT_MIN_SIZE` (1,024 px: small images are drawn larger).
 
     Returns:
         list[Path]: the pictures written.
     """
     from tqdm import tqdm
 
+    draw_options.setdefault("min_size", DEFAULT_MIN_SIZE)
     out_dir = Path(out_dir)
     targets = picture_targets(records, out_dir, overwrite)
     for record, target in tqdm(list(zip(records, targets)), desc="drawing", unit="image",
@@ -110,16 +137,20 @@ def render_predictions(
         progress: show a progress bar.
         where: named in errors about entries (e.g. the results file).
         **draw_options: passed to :func:`draw_predictions` (``score_threshold``,
-            ``max_instances``, ``bbox_format``, ``labels``, ``boxes``, ...).
+            ``max_instances``, ``bbox_format``, ``labels``, ``outlines``, ``min_size``, ...);
+            ``min_size`` defaults to :data:`~.draw.DEFAULT_MIN_SIZE` (1,024 px). The ground
+            truth is drawn with the same style, size and cap options (not ``boxes``), so both
+            halves have one scale.
 
     Returns:
         list[Path]: the pictures written.
     """
     from tqdm import tqdm
 
+    draw_options.setdefault("min_size", DEFAULT_MIN_SIZE)
     out_dir = Path(out_dir)
     written = []
-    gt_options = {k: v for k, v in draw_options.items() if k in ("labels", "alpha", "legend")}
+    gt_options = {k: v for k, v in draw_options.items() if k in _SHARED_OPTIONS}
     for record, entries in tqdm(pairs, total=count, desc="drawing", unit="image",
                                 disable=not progress):
         target = picture_targets([record], out_dir, overwrite)[0]

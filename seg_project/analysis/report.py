@@ -1,0 +1,277 @@
+"""One self-contained HTML page about a training run: ``tools/report.py`` and the end of
+``tools/train_net.py``.
+
+:func:`write_report` reads a run folder (``OUTPUT_DIR`` of a training run) and writes one HTML
+file (pictures embedded as base64 PNG data URIs, no external CSS or JavaScript) with these
+sections, each an element whose ``id`` is stable (:data:`SECTION_IDS`):
+
+- ``settings``: the key settings of ``config.yaml`` (model, input sizes, solver, AMP,
+  detections per image, dataset root, classes and split) and the run's files;
+- ``curves``: loss, loss components, learning rate and AP per evaluation
+  (:func:`seg_project.analysis.plots.plot_runs`), and PQ / AJI / Dice / F1 / mPQ per
+  evaluation when logged;
+- ``final-metrics``: the LAST evaluation of ``metrics.json``: COCO AP (grader-exact, high cap
+  when logged, per class) and the pathology metrics (overall and per class), printed with
+  :func:`seg_project.analysis.report_sections.format_metric`;
+- ``confusion``: the class confusion matrix of the evaluated dataset's predictions
+  (``inference/<dataset>/coco_instances_results.json``, the last evaluation's) against its
+  ground truth (:mod:`seg_project.evaluation.confusion`), as a table and a heatmap;
+- ``best-worst``: the best and worst N images by per-image PQ, ground truth next to the
+  predictions (:mod:`.report_dataset`).
+
+A section that cannot be made (no ``config.yaml``, no evaluation logged, no ``inference/``
+folder, the dataset no longer readable...) is still on the page, saying why; the page lists
+the incomplete sections at its top. Only a missing or unreadable ``metrics.json`` stops the
+report (:class:`~seg_project.utils.errors.DatasetError` naming the file).
+
+The ground truth is read through the run's config: its datasets are registered again
+(:func:`seg_project.config.register_datasets_from_config`), with the run's
+``cells_split.json`` as ``DATASETS.CELLS.VAL_LIST`` (when the config has none), so that
+``cells_val`` holds the very images the run evaluated.
+
+Where the page goes: by default ``RUN_DIR/report.html``, the tool's own output, replaced at
+each call; a file given explicitly (``out``, ``--out``) that exists is replaced only with
+``overwrite`` (``--overwrite``). The file is written atomically.
+"""
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ..utils.atomic_files import write_text
+from ..utils.errors import DatasetError
+from ..utils.paths import check_output_file, require_file
+from .curves import load_run
+from .report_html import Section, page, table
+from .report_sections import (
+    config_value,
+    curves_section,
+    final_metrics_section,
+    format_metric,
+    last_evaluation,
+    settings_section,
+    strip_dataset_prefix,
+)
+
+__all__ = [
+    "REPORT_FILE",
+    "SECTION_IDS",
+    "build_report",
+    "format_metric",
+    "last_evaluation",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+SECTION_IDS = ("settings", "curves", "final-metrics", "confusion", "best-worst")
+RESULTS_FILE = "coco_instances_results.json"
+DEFAULT_WORST = 3
+_DATASET_SECTIONS = (("confusion", "Class confusion"),
+                     ("best-worst", "Best and worst images by PQ"))
+
+
+def _read_config(run_dir: Path) -> Tuple[Optional[Dict], str]:
+    """``config.yaml`` as a dict, or (None, why not)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None, f"no {path} (not written by tools/train_net.py?)"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        return None, f"{path} is not readable YAML ({e})"
+    if not isinstance(config, dict):
+        return None, f"{path} is not a Detectron2 config (not a mapping)"
+    return config, ""
+
+
+def _choose_dataset(run_dir: Path, config: Optional[Dict],
+                    dataset: Optional[str]) -> Tuple[Optional[str], Optional[Path], str]:
+    """(dataset, its results file, "") or (dataset or None, None, why there is none): the
+    dataset asked for, else the first of the config's ``DATASETS.TEST`` (else of the
+    ``inference/`` folders) whose predictions were written."""
+    inference = run_dir / "inference"
+    if dataset:
+        candidates = [dataset]
+    else:
+        candidates = list(config_value(config, "DATASETS.TEST") or []) if config else []
+        if inference.is_dir():
+            candidates += sorted(p.name for p in inference.iterdir()
+                                 if p.is_dir() and p.name not in candidates)
+    for name in candidates:
+        results = inference / name / RESULTS_FILE
+        if results.is_file():
+            return name, results, ""
+    if not candidates:
+        return None, None, (f"no {inference}/<dataset>/{RESULTS_FILE} and no DATASETS.TEST: "
+                            "the run has not evaluated")
+    return candidates[0], None, (f"no {inference / candidates[0] / RESULTS_FILE}: the run has "
+                                 "not evaluated (yet), or TEST.EVAL_PERIOD is 0")
+
+
+def _register_datasets(run_dir: Path) -> None:
+    """Register the run's datasets (its config, its split)."""
+    from ..config import get_seg_project_cfg, register_datasets_from_config
+
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(run_dir / "config.yaml"))
+    split_file = run_dir / "cells_split.json"
+    if not cfg.DATASETS.CELLS.VAL_LIST and split_file.is_file():
+        cfg.DATASETS.CELLS.VAL_LIST = str(split_file)
+    register_datasets_from_config(cfg)
+
+
+def _problem(error: BaseException) -> str:
+    from ..utils.cli import as_user_error
+
+    return as_user_error(error, (ValueError, KeyError, AssertionError)) or repr(error)
+
+
+def _dataset_sections(run_dir: Path, config: Optional[Dict], config_problem: str,
+                      dataset: Optional[str], results: Optional[Path], why_not: str,
+                      class_names: Sequence[str], score_threshold: float, worst: int,
+                      logged_pq: Optional[float]) -> List[Section]:
+    """The confusion and best/worst sections, or both saying why they are missing."""
+    from .report_dataset import best_worst_section, confusion_section, load_evaluated_set
+
+    if results is None or config is None:
+        reason = why_not or f"the ground truth is read through the run's config: {config_problem}"
+        return [Section(sid, title, missing=reason) for sid, title in _DATASET_SECTIONS]
+    try:
+        _register_datasets(run_dir)
+        evaluated = load_evaluated_set(dataset, results, class_names)
+    except (DatasetError, ValueError, KeyError, AssertionError, OSError) as e:
+        reason = f"cannot read the ground truth of {dataset}: {_problem(e)}"
+        logger.warning(f"report: {reason}")
+        return [Section(sid, title, missing=reason) for sid, title in _DATASET_SECTIONS]
+    sections = []
+    for (sid, title), make in zip(_DATASET_SECTIONS, (
+            lambda: confusion_section(evaluated, score_threshold),
+            lambda: best_worst_section(evaluated, score_threshold, worst, logged_pq))):
+        try:
+            sections.append(make())
+        except (DatasetError, ValueError, OSError) as e:
+            logger.warning(f"report: {title}: {_problem(e)}")
+            sections.append(Section(sid, title, missing=_problem(e)))
+    return sections
+
+
+def _best_line(run, metric: str, mode: str) -> str:
+    from .summary import summarize_runs
+
+    try:
+        row = summarize_runs([run], metric, mode)[0]
+    except ValueError:
+        return ""
+    if row["best"] is None:
+        return ""
+    where = (f"epoch {row['best_epoch']:g}" if row["best_epoch"] is not None
+             else f"iteration {row['best_iteration']}")
+    return f"Best {metric} ({mode}): {row['best']:.4g} at {where} (model_best.pth)."
+
+
+def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT_WORST,
+                 score_threshold: Optional[float] = None) -> str:
+    """The report page of a run, as HTML text (see the module docstring).
+
+    Args:
+        run_dir: the run folder (holding ``metrics.json``, ``config.yaml``...).
+        dataset: the evaluated dataset to look at (default: the first of the config's
+            ``DATASETS.TEST`` with predictions in ``inference/``).
+        worst: N, the number of best and of worst images shown.
+        score_threshold: predictions scoring below it are left out of the confusion matrix and
+            the per-image metrics (default: the config's ``TEST.PATHOLOGY.SCORE_THRESHOLD``,
+            0.5 without a config).
+
+    Returns:
+        str: the HTML document.
+
+    Raises:
+        DatasetError: no run folder, or a missing or unreadable ``metrics.json``.
+        ValueError: ``worst`` below 1.
+    """
+    start = time.perf_counter()
+    if worst < 1:
+        raise ValueError(f"the number of best and worst images must be at least 1, got {worst}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DatasetError(run_dir, "no such run folder")
+    metrics_file = require_file(run_dir / "metrics.json")
+    run = load_run(run_dir)
+    config, config_problem = _read_config(run_dir)
+    evaluation = last_evaluation(metrics_file)
+    dataset, results, why_not = _choose_dataset(run_dir, config, dataset)
+    prefix = f"{dataset}/" if evaluation and dataset and any(
+        k.startswith(f"{dataset}/") for k in evaluation) else ""
+    metrics = strip_dataset_prefix(evaluation or {}, dataset)
+    class_names = list(config_value(config, "DATASETS.CELLS.CLASS_NAMES") or []) if config \
+        else []
+    if not class_names:
+        class_names = list(dict.fromkeys(k.split("-", 1)[1] for k in metrics
+                                         if k.startswith(("segm/AP50-", "pathology/PQ-"))))
+    config_threshold = config_value(config, "TEST.PATHOLOGY.SCORE_THRESHOLD") if config \
+        else None
+    if score_threshold is None:
+        score_threshold = float(config_threshold) if config_threshold is not None else 0.5
+    best_metric = (config_value(config, "TEST.BEST_METRIC") if config else None) or "segm/AP50"
+    mode = (config_value(config, "TEST.BEST_METRIC_MODE") if config else None) or "max"
+    logger.info(f"report: {run_dir}: settings, curves and final metrics")
+    sections = [
+        settings_section(run_dir, config, config_problem),
+        curves_section(run, prefix, best_metric, mode),
+        final_metrics_section(evaluation, metrics, class_names,
+                              _best_line(run, prefix + best_metric, mode)),
+    ]
+    # The evaluator's PQ is the mean of the per-image PQ at the config's threshold.
+    logged_pq = (metrics.get("pathology/PQ") if config_threshold is not None
+                 and float(config_threshold) == score_threshold else None)
+    sections += _dataset_sections(run_dir, config, config_problem, dataset, results, why_not,
+                                  class_names, score_threshold, worst, logged_pq)
+    header = table(None, [
+        ("run folder", str(run_dir.resolve())),
+        ("iterations logged", str(run.last_iteration + 1)),
+        ("evaluated dataset", dataset or "none"),
+        ("predictions", str(results) if results else "none"),
+        ("score threshold", f"{score_threshold:g}"),
+    ], text_columns=2)
+    seconds = time.perf_counter() - start
+    footer = (f"Written by seg_project.analysis.report on "
+              f"{datetime.now().isoformat(timespec='seconds')} in {seconds:.1f} s.")
+    logger.info(f"report: built in {seconds:.1f} s")
+    return page(f"Training report: {run.name}", header, sections, footer)
+
+
+def write_report(run_dir, out=None, *, dataset: Optional[str] = None,
+                 worst: int = DEFAULT_WORST, score_threshold: Optional[float] = None,
+                 overwrite: bool = False) -> Path:
+    """Write a run's report page (see the module docstring and :func:`build_report`).
+
+    Args:
+        run_dir: the run folder.
+        out: the HTML file; None: ``run_dir/report.html``, replaced if it exists.
+        dataset, worst, score_threshold: see :func:`build_report`.
+        overwrite: replace an existing ``out`` (an explicit ``out`` that exists is otherwise
+            refused before any work).
+
+    Returns:
+        Path: the file written.
+
+    Raises:
+        DatasetError: see :func:`build_report`; ``out`` exists without ``overwrite``, or
+            cannot be written.
+    """
+    run_dir = Path(run_dir)
+    if out is None:
+        out = check_output_file(run_dir / REPORT_FILE, overwrite=True, what="report")
+    else:
+        out = check_output_file(out, overwrite=overwrite, what="report")
+    html_text = build_report(run_dir, dataset=dataset, worst=worst,
+                             score_threshold=score_threshold)
+    write_text(out, html_text)
+    logger.info(f"report: wrote {out} ({len(html_text.encode()) / 2**20:.2f} MiB)")
+    return out

@@ -1,0 +1,101 @@
+"""The output formats of ``tools/predict.py`` (``--format``) and where each writes.
+
+- ``coco``: ``<out>/test-results.json`` (the grader's submission; written by
+  :mod:`seg_project.submission`, not here);
+- ``geojson``: ``<out>/geojson/<image>.geojson``, one QuPath FeatureCollection per image
+  (:mod:`.geojson`);
+- ``label-tiff``: ``<out>/labels/<image>_instances.tif`` and ``_classes.tif`` per image
+  (:mod:`.label_tiff`);
+- ``course``: ``<out>/course/<image>/image.tif`` + ``classN.tif``, a dataset in the course
+  layout that the reader can load again (to correct predictions by hand).
+
+``<image>`` is the image file's name without its extension.
+"""
+
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from ..utils.errors import DatasetError
+from ..utils.paths import check_output_file
+
+__all__ = ["EXPORT_FORMATS", "FORMATS", "check_export_targets", "write_exports"]
+
+FORMATS = ("coco", "geojson", "label-tiff", "course")
+# The formats written per image by this module (coco is the one submission file).
+EXPORT_FORMATS = FORMATS[1:]
+_FOLDERS = {"geojson": "geojson", "label-tiff": "labels", "course": "course"}
+
+
+def _targets(fmt: str, out_dir: Path, name: str) -> List[Path]:
+    from .geojson import geojson_path
+    from .label_tiff import course_layout_folder, label_tiff_paths
+
+    folder = out_dir / _FOLDERS[fmt]
+    if fmt == "geojson":
+        return [geojson_path(folder, name)]
+    if fmt == "label-tiff":
+        return list(label_tiff_paths(folder, name))
+    return [course_layout_folder(folder, name) / "image.tif"]
+
+
+def check_export_targets(formats: Sequence[str], out_dir, image_paths: Sequence,
+                         overwrite: bool = False) -> None:
+    """Check, before any inference, that every per-image file of ``formats`` can be written.
+
+    Raises:
+        DatasetError: two images with one name, a target that exists without ``overwrite``
+            (a course-layout folder counts: it may hold corrections made by hand), or one
+            that cannot be created.
+    """
+    formats = [f for f in formats if f in EXPORT_FORMATS]
+    if not formats:
+        return
+    names: Dict[str, Path] = {}
+    for path in map(Path, image_paths):
+        if path.stem in names:
+            raise DatasetError(path, f"has the same name as {names[path.stem]}: their exported "
+                                     "files would collide")
+        names[path.stem] = path
+    out_dir = Path(out_dir)
+    for fmt in formats:
+        for name in names:
+            for target in _targets(fmt, out_dir, name):
+                if fmt == "course" and target.parent.exists() and not overwrite:
+                    raise DatasetError(target.parent, "the course-layout folder exists (it may "
+                                                      "hold corrections); pass --overwrite to "
+                                                      "replace it")
+                check_output_file(target, overwrite, what=f"{fmt} file")
+
+
+def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence[Dict],
+                  height: int, width: int, class_names: Sequence[str],
+                  colors: Sequence[Sequence[int]]) -> List[Path]:
+    """Write one image's predictions in every per-image format of ``formats``.
+
+    Args:
+        formats: any of :data:`FORMATS` (``coco`` is skipped here).
+        out_dir: the output folder (``--out``).
+        image_path: the image file (its name names the outputs; ``course`` copies it).
+        entries: the image's result entries (category ids 1..K), as predicted.
+        height, width: the image's size.
+        class_names: the K class names.
+        colors: one RGB color per class.
+
+    Returns:
+        list[Path]: the files written.
+    """
+    from .geojson import geojson_path, write_geojson
+    from .label_tiff import write_course_layout, write_label_tiffs
+
+    out_dir, name = Path(out_dir), Path(image_path).stem
+    written: List[Path] = []
+    if "geojson" in formats:
+        written.append(write_geojson(geojson_path(out_dir / _FOLDERS["geojson"], name),
+                                     entries, class_names, colors, image_name=name))
+    if "label-tiff" in formats:
+        written += write_label_tiffs(out_dir / _FOLDERS["label-tiff"], name, entries, height,
+                                     width)
+    if "course" in formats:
+        written += write_course_layout(out_dir / _FOLDERS["course"], name, entries, height,
+                                       width, image_path=image_path)
+    return written

@@ -1,0 +1,173 @@
+"""From a trained model to ``test-results.json`` (and the other ``--format`` outputs, see
+:mod:`seg_project.export.formats`): resolve the inputs, predict, write, check."""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from tqdm import tqdm
+
+from ..data.catalog import distinct_colors
+from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, read_image_size
+from ..data.reader import load_test_images
+from ..export.formats import FORMATS, check_export_targets, write_exports
+from ..submission import (
+    RESULTS_NAME,
+    build_submission,
+    check_submission,
+    format_report,
+    write_submission,
+)
+from ..utils.paths import check_output_file
+from .capacity import count_capped, log_capped
+
+__all__ = ["PredictionJob", "check_outputs", "count_capped", "resolve_inputs",
+           "run_prediction"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionJob:
+    """What a prediction run reads and writes.
+
+    Attributes:
+        images: (image_id, path, height, width) per image, in prediction order.
+        id_source: where the ids come from ("<mapping file>" or "sorted file names").
+        written: files written.
+        images_without_detections: ids of images where nothing was found.
+        report: the written file's check, as text.
+        capped: how many images reached ``TEST.DETECTIONS_PER_IMAGE`` (None: none did).
+    """
+
+    images: List[tuple]
+    id_source: str
+    written: List[Path] = field(default_factory=list)
+    images_without_detections: List[int] = field(default_factory=list)
+    report: str = ""
+    capped: Optional[str] = None
+
+
+def resolve_inputs(images: Sequence, id_map=None) -> PredictionJob:
+    """Decide which files get which image ids, checking everything before any inference.
+
+    Args:
+        images: one folder, or image files.
+        id_map: ``test_image_name_to_ids.json``: every entry's file must exist in the folder
+            with the listed size, and every image of the folder must be listed. Without it,
+            ids are 1..n in sorted file-name order.
+
+    Raises:
+        DatasetError: missing files or folders, no images, or disagreement with the mapping.
+    """
+    paths = [Path(p) for p in images]
+    if len(paths) == 1 and paths[0].is_dir():
+        records = load_test_images(paths[0], id_map)
+        source = str(id_map) if id_map else "sorted file names"
+        return PredictionJob([(r["image_id"], Path(r["file_name"]), r["height"], r["width"])
+                              for r in records], source)
+    if id_map:
+        raise DatasetError(id_map, "a mapping file needs the folder of its images, not a list "
+                                   "of files")
+    for path in paths:
+        if path.is_dir():
+            raise DatasetError(path, "give one folder, or image files, not both")
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DatasetError(path, f"not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+    ordered = sorted(paths, key=lambda p: p.name)
+    if len({p.name for p in ordered}) != len(ordered):
+        raise DatasetError(ordered[0].parent, "two input files share a name")
+    return PredictionJob([(i, p, *read_image_size(p)) for i, p in enumerate(ordered, start=1)],
+                         "sorted file names")
+
+
+def check_outputs(out_dir, make_zip: bool = False, overwrite: bool = False,
+                  formats: Sequence[str] = ("coco",), image_paths: Sequence = ()) -> tuple:
+    """Check, before any inference, that the output files can be written.
+
+    Args:
+        out_dir: the output folder (``--out``).
+        make_zip: whether ``test-results.zip`` is written too.
+        overwrite: whether existing files may be replaced.
+        formats: the output formats (:data:`seg_project.export.formats.FORMATS`).
+        image_paths: the images (their names name the per-image outputs).
+
+    Returns:
+        tuple: ``(json_path, zip_path)`` (None for a file not written).
+
+    Raises:
+        DatasetError: ``out_dir`` is a file, a target exists without ``overwrite`` or is a
+            folder, or nothing can be created there.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown output format(s) {unknown}; known: {', '.join(FORMATS)}")
+    if make_zip and "coco" not in formats:
+        raise DatasetError(out_dir, "--zip packs test-results.json: add coco to --format")
+    out_dir = Path(out_dir)
+    json_path = out_dir / RESULTS_NAME if "coco" in formats else None
+    zip_path = out_dir / "test-results.zip" if make_zip else None
+    for target in filter(None, (json_path, zip_path)):
+        check_output_file(target, overwrite, what="submission file")
+    check_export_targets(formats, out_dir, image_paths, overwrite)
+    return json_path, zip_path
+
+
+def run_prediction(
+    predictor,
+    job: PredictionJob,
+    out_dir,
+    *,
+    bbox_format: str = "xywh",
+    make_zip: bool = False,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    num_classes: Optional[int] = None,
+    formats: Sequence[str] = ("coco",),
+) -> PredictionJob:
+    """Predict every image of ``job``, write ``test-results.json`` (and a zip), check it.
+
+    Args:
+        predictor: a :class:`seg_project.inference.Predictor`.
+        job: from :func:`resolve_inputs`.
+        out_dir: output folder.
+        bbox_format: "xywh" (COCO) or "xyxy".
+        make_zip: also write ``test-results.zip`` holding ``test-results.json``.
+        batch_size: images per forward pass.
+        overwrite: replace an existing ``test-results.json`` (refused otherwise).
+        num_classes: K for the check; default the predictor's number of classes.
+        formats: output formats (``coco``, ``geojson``, ``label-tiff``, ``course``).
+
+    Raises:
+        DatasetError: the output cannot be written, e.g. it exists and ``overwrite`` is False
+            (checked first, see :func:`check_outputs`).
+    """
+    paths = [path for _, path, _, _ in job.images]
+    json_path, zip_path = check_outputs(out_dir, make_zip, overwrite, formats, paths)
+    by_path = {path: image_id for image_id, path, _, _ in job.images}
+    sizes = {image_id: (h, w) for image_id, _, h, w in job.images}
+    class_names = list(predictor.cfg.DATASETS.CELLS.CLASS_NAMES)
+    colors = distinct_colors(len(class_names))
+    job.written = []
+    predictions: Dict[int, List[Dict]] = {}
+    progress = tqdm(predictor.predict_files(paths, batch_size=batch_size), total=len(paths),
+                    desc="predicting", unit="img")
+    for path, entries in progress:
+        predictions[by_path[path]] = entries
+        job.written += write_exports(formats, out_dir, path, entries, *sizes[by_path[path]],
+                                     class_names, colors)
+    job.images_without_detections = [i for i, entries in predictions.items() if not entries]
+    job.capped = log_capped([len(entries) for entries in predictions.values()],
+                            predictor.cfg.TEST.DETECTIONS_PER_IMAGE, logger)
+    if json_path is None:
+        job.report = "no test-results.json written (--format without coco)"
+        return job
+    entries = build_submission(sorted(predictions.items()), bbox_format=bbox_format)
+    job.written = write_submission(entries, json_path, zip_path) + job.written
+    num_classes = num_classes or predictor.cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    report = check_submission(json_path, sizes, num_classes, bbox_format=bbox_format)
+    job.report = format_report(report)
+    if report.errors:
+        raise RuntimeError(f"the written submission fails its check:\n{job.report}")
+    return job
