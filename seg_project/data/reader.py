@@ -46,7 +46,11 @@ MAPPING_FILE = "test_image_name_to_ids.json"
 IMAGE_FILE = "image.tif"
 CLASS_FILE_RE = re.compile(r"^class(\d+)\.tif$")
 # Bumped whenever the records this module produces change, so old caches are not reused.
-READER_VERSION = 1
+READER_VERSION = 2
+# detectron2.structures.BoxMode.XYWH_ABS, an IntEnum: Detectron2 reads the plain int wherever it
+# reads "bbox_mode" (its own evaluators write ints), and records then load (from the cache
+# too) without importing Detectron2.
+BBOX_MODE_XYWH_ABS = 1
 # Above this many ids per pixel, find_objects' per-id table would be wasteful: relabel first.
 _SPARSE_ID_FACTOR = 4
 
@@ -113,8 +117,6 @@ def read_annotated_folder(folder, num_classes: int, image_id: Optional[int] = No
         DatasetError: naming the file and the problem (missing or corrupt image, badly named
             or numbered class file, mask of the wrong size or with invalid values).
     """
-    from detectron2.structures import BoxMode
-
     folder = Path(folder)
     image_path = folder / IMAGE_FILE
     if not image_path.is_file():
@@ -131,7 +133,7 @@ def read_annotated_folder(folder, num_classes: int, image_id: Optional[int] = No
             h, w = crop.shape
             annotations.append({
                 "bbox": [int(x0), int(y0), int(w), int(h)],
-                "bbox_mode": BoxMode.XYWH_ABS,
+                "bbox_mode": BBOX_MODE_XYWH_ABS,
                 "category_id": number - 1,
                 "segmentation": rle,
                 "area": int(crop.sum()),
