@@ -19,6 +19,7 @@ setup(
         "torchvision>=0.11",
         "numpy>=1.22",
         "scipy>=1.8",
+        "scikit-image>=0.19",
         "opencv-python-headless>=4.5",
         "pycocotools>=2.0.6",
         "faster-coco-eval>=1.6,<2",

@@ -80,6 +80,31 @@ def add_seg_project_config(cfg):
     # Test-time augmentation also flips top-bottom (TEST.AUG.FLIP is the left-right flip).
     _C.TEST.AUG.VFLIP = True
 
+    # -- training augmentations beyond resize and flips (all off by default) --
+    # Detectron2's INPUT.CROP.ENABLED/TYPE/SIZE crop the training images (cut instances keep
+    # their visible part and its tight box). With AFTER_RESIZE the crop follows the resize
+    # (a fixed output size for "absolute"); False crops first, as Detectron2's DatasetMapper.
+    _C.INPUT.CROP.AFTER_RESIZE = True
+    _C.INPUT.ROT90 = CN()
+    # One of the 8 orientations of a square (quarter turns, transposes) per training image.
+    _C.INPUT.ROT90.ENABLED = False
+    _C.INPUT.STAIN_JITTER = CN()
+    # H&E stain jitter in skimage's HED colour space (image only).
+    _C.INPUT.STAIN_JITTER.ENABLED = False
+    # Each stain density is multiplied by U(1 - SIGMA, 1 + SIGMA).
+    _C.INPUT.STAIN_JITTER.SIGMA = 0.05
+    # Then U(-BIAS, BIAS) is added to each stain density.
+    _C.INPUT.STAIN_JITTER.BIAS = 0.02
+    _C.INPUT.COLOR_JITTER = CN()
+    # Brightness, contrast and saturation jitter (image only).
+    _C.INPUT.COLOR_JITTER.ENABLED = False
+    # Brightness factor drawn from U(1 - BRIGHTNESS, 1 + BRIGHTNESS); 0 disables it.
+    _C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.1
+    # Contrast factor drawn from U(1 - CONTRAST, 1 + CONTRAST); 0 disables it.
+    _C.INPUT.COLOR_JITTER.CONTRAST = 0.1
+    # Saturation factor drawn from U(1 - SATURATION, 1 + SATURATION); 0 disables it.
+    _C.INPUT.COLOR_JITTER.SATURATION = 0.1
+
 
 def get_seg_project_cfg():
     """A Detectron2 default config with seg_project's keys added."""

@@ -3,10 +3,11 @@
 Detectron2's ``BitMasks`` hold one full-size bitmap per instance: for an 800x800 training
 image with 700 cells that is 450 MB per image, built by decoding every full-size RLE and
 resizing each mask through PIL. ``CroppedMasks`` keep each mask as its bounding-box crop at
-the source resolution plus where that crop lies in the (augmented) image; resizing and flips
-only change that placement (flips also mirror the small crops). ``crop_and_resize`` - the one
-operation Mask R-CNN's mask loss needs - samples the crops with ROIAlign like
-``BitMasks.crop_and_resize`` samples full-size masks.
+the source resolution plus where that crop lies in the (augmented) image; resizing, flips,
+90-degree rotations/transposes and crops only change that placement (flips, rotations and
+transposes also mirror/turn the small crops, exactly; crops clear the pixels they cut off).
+``crop_and_resize`` - the one operation Mask R-CNN's mask loss needs - samples the crops with
+ROIAlign like ``BitMasks.crop_and_resize`` samples full-size masks.
 
 One pixel of zero padding surrounds every crop, so ROIAlign's bilinear samples just outside a
 mask read zeros, as they would in a full-size bitmap.
@@ -96,17 +97,58 @@ class CroppedMasks:
         origin[:, axis] = image_size - (self.origin[:, axis] + extent)
         return CroppedMasks(self.tensor.flip(dim), origin, self.scale)
 
+    def dihedral(self, transform) -> "CroppedMasks":
+        """The masks of the image reoriented by a
+        :class:`~seg_project.data.augmentations.DihedralTransform` (transpose and/or quarter
+        turns): each crop is transposed/turned the same way (exact) and placed at the
+        transformed corner of its slice."""
+        tensor = self.tensor.transpose(1, 2) if transform.transpose else self.tensor
+        tensor = torch.rot90(tensor, transform.k, dims=(1, 2)).contiguous()
+        scale = self.scale.flip(1) if transform.transpose != (transform.k % 2 == 1) else self.scale
+        extent = torch.tensor([self.tensor.shape[2], self.tensor.shape[1]],
+                              dtype=torch.float64) * self.scale.double()
+        corners = np.concatenate([self.origin.double().numpy(),
+                                  (self.origin.double() + extent).numpy()])
+        moved = transform.apply_coords(corners).reshape(2, -1, 2)
+        origin = torch.from_numpy(moved.min(axis=0)).to(torch.float32)
+        return CroppedMasks(tensor, origin.reshape(-1, 2), scale.clone())
+
+    def crop(self, x0: float, y0: float, width: float, height: float) -> "CroppedMasks":
+        """The masks of the image cropped to ``[x0, x0 + width) x [y0, y0 + height)``.
+
+        Crop pixels whose centre falls outside the window are cleared, so an instance cut by
+        the crop keeps its visible part (at scale 1 with whole-pixel windows: exactly the
+        pixels of the cropped full-size mask); instances outside become empty.
+        """
+        origin = self.origin - torch.tensor([x0, y0], dtype=torch.float32)
+        if len(self) == 0:
+            return CroppedMasks(self.tensor, origin, self.scale)
+        _, rows, cols = self.tensor.shape
+        cx = origin[:, :1] + (torch.arange(cols, dtype=torch.float32) + 0.5) * self.scale[:, :1]
+        cy = origin[:, 1:] + (torch.arange(rows, dtype=torch.float32) + 0.5) * self.scale[:, 1:]
+        keep_x = (cx >= 0) & (cx < width)
+        keep_y = (cy >= 0) & (cy < height)
+        tensor = self.tensor & keep_y[:, :, None] & keep_x[:, None, :]
+        return CroppedMasks(tensor, origin, self.scale)
+
+    def pixel_counts(self) -> torch.Tensor:
+        """``(N,)`` int: pixels of each mask at its crop's (source) resolution."""
+        return self.tensor.flatten(1).sum(dim=1)
+
     def apply_transforms(self, transforms) -> "CroppedMasks":
-        """Apply a Detectron2 ``TransformList`` made of resizes, flips and no-ops.
+        """Apply a Detectron2 ``TransformList`` made of resizes, flips, crops, 90-degree
+        rotations/transposes (``DihedralTransform``), colour transforms (no-ops here) and no-ops.
 
         Raises:
-            NotImplementedError: for any other transform (e.g. rotation, crop), naming it.
+            NotImplementedError: for any other transform (e.g. rotation), naming it.
         """
         from detectron2.data import transforms as T
 
+        from .augmentations import COLOR_TRANSFORMS, DihedralTransform
+
         masks = self
         for t in getattr(transforms, "transforms", [transforms]):
-            if isinstance(t, T.NoOpTransform):
+            if isinstance(t, (T.NoOpTransform, *COLOR_TRANSFORMS)):
                 continue
             if isinstance(t, T.ResizeTransform):
                 masks = masks.resize(t.new_w / t.w, t.new_h / t.h)
@@ -114,9 +156,14 @@ class CroppedMasks:
                 masks = masks.flip(t.width, horizontal=True)
             elif isinstance(t, T.VFlipTransform):
                 masks = masks.flip(t.height, horizontal=False)
+            elif isinstance(t, T.CropTransform):
+                masks = masks.crop(t.x0, t.y0, t.w, t.h)
+            elif isinstance(t, DihedralTransform):
+                masks = masks.dihedral(t)
             else:
                 raise NotImplementedError(
-                    f"CroppedMasks supports resize and flip transforms, not {type(t).__name__}"
+                    "CroppedMasks supports resize, flip, crop, 90-degree rotation/transpose and "
+                    f"colour transforms, not {type(t).__name__}"
                 )
         return masks
 

@@ -11,6 +11,11 @@ Differences from Detectron2's ``DatasetMapper``, each for this kind of data:
   With hundreds of cells per image this is what keeps data loading off the critical path.
 - Optional vertical flips (``INPUT.VFLIP_PROB``) and a minimum instance area
   (``INPUT.MIN_INSTANCE_AREA``) for training.
+- Optional training augmentations (all off by default; :mod:`seg_project.data.augmentations`):
+  random crops (Detectron2's ``INPUT.CROP``; cut instances keep their visible part, boxes are
+  recomputed from the masks and instances left below ``INPUT.MIN_INSTANCE_AREA`` are dropped),
+  the 8 orientations of a square (``INPUT.ROT90``), H&E stain jitter (``INPUT.STAIN_JITTER``)
+  and brightness/contrast/saturation jitter (``INPUT.COLOR_JITTER``).
 """
 
 import logging
@@ -24,6 +29,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from .augmentations import RandomDihedral, build_color_augmentations
 from .cropped_masks import CroppedMasks
 from .image_io import DatasetError, read_image
 from .intensity import IntensityRule
@@ -32,10 +38,34 @@ __all__ = ["CellsDatasetMapper", "build_augmentations", "to_model_format"]
 
 
 def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
-    """Detectron2's resize + horizontal flip, plus a vertical flip for training."""
+    """The mapper's augmentations.
+
+    In order: for training a random crop (``INPUT.CROP``) if ``INPUT.CROP.AFTER_RESIZE`` is
+    False (Detectron2's ``DatasetMapper`` order); Detectron2's resize (``INPUT.MIN_SIZE_TRAIN``
+    with ``MIN_SIZE_TRAIN_SAMPLING`` "choice" or "range" for multi-scale training); for training
+    the random crop if ``INPUT.CROP.AFTER_RESIZE`` is True (the default: an "absolute" crop then
+    has a fixed output size), Detectron2's horizontal flip, a vertical flip
+    (``INPUT.VFLIP_PROB``), a random orientation (``INPUT.ROT90``) and colour jitter
+    (``INPUT.STAIN_JITTER``, ``INPUT.COLOR_JITTER``). At inference: the resize only.
+
+    Args:
+        cfg: a config with seg_project's keys.
+        is_train: whether the augmentations are for training.
+
+    Returns:
+        The augmentations, in the order they apply.
+    """
     augs = utils.build_augmentation(cfg, is_train)
-    if is_train and cfg.INPUT.VFLIP_PROB > 0:
+    if not is_train:
+        return augs
+    if cfg.INPUT.VFLIP_PROB > 0:
         augs.append(T.RandomFlip(prob=cfg.INPUT.VFLIP_PROB, horizontal=False, vertical=True))
+    if cfg.INPUT.CROP.ENABLED:
+        crop = T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+        augs.insert(1 if cfg.INPUT.CROP.AFTER_RESIZE else 0, crop)
+    if cfg.INPUT.ROT90.ENABLED:
+        augs.append(RandomDihedral())
+    augs += build_color_augmentations(cfg)
     return augs
 
 
@@ -69,11 +99,13 @@ class CellsDatasetMapper:
         """
         Args:
             is_train: whether the output is for training (annotations kept) or inference.
-            augmentations: Detectron2 augmentations; only resizes and flips are supported when
-                masks are used.
+            augmentations: Detectron2 augmentations; with masks, only those whose transforms
+                :meth:`CroppedMasks.apply_transforms` supports (resizes, flips, crops,
+                90-degree rotations/transposes, colour changes).
             image_format: "BGR" or "RGB", the model's ``INPUT.FORMAT``.
             use_instance_mask: whether to produce ``gt_masks``.
-            min_instance_area: training drops instances with fewer pixels than this.
+            min_instance_area: training drops instances with fewer pixels than this (after a
+                crop: fewer visible pixels, counted at the source resolution).
             intensity_rule: the dataset's mapping of 16-bit and float images to uint8 (see
                 :mod:`seg_project.data.image_io`); None for datasets that need none.
         """
@@ -91,8 +123,6 @@ class CellsDatasetMapper:
     def from_config(cls, cfg, is_train: bool = True) -> Dict:
         if cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT != "bitmask":
             raise ValueError("seg_project datasets hold RLE masks: set INPUT.MASK_FORMAT bitmask")
-        if cfg.INPUT.CROP.ENABLED:
-            raise ValueError("INPUT.CROP is not supported by CellsDatasetMapper")
         return {
             "is_train": is_train,
             "augmentations": build_augmentations(cfg, is_train),
@@ -121,6 +151,8 @@ class CellsDatasetMapper:
     def _instances(self, annotations: List[Dict], transforms, image_shape) -> Instances:
         annotations = [a for a in annotations if not a.get("iscrowd", 0)
                        and a.get("area", self.min_instance_area) >= self.min_instance_area]
+        cropped = any(isinstance(t, T.CropTransform)
+                      for t in getattr(transforms, "transforms", [transforms]))
         instances = Instances(image_shape)
         boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
                           for a in annotations], dtype=np.float64).reshape(-1, 4)
@@ -137,4 +169,12 @@ class CellsDatasetMapper:
             crop_boxes = mask_util.toBbox(rles).reshape(-1, 4) if rles else np.zeros((0, 4))
             masks = CroppedMasks.from_rles(rles, crop_boxes)
             instances.gt_masks = masks.apply_transforms(transforms)
+            if cropped:
+                # A crop cuts instances: their boxes are the tight boxes of what is left, and
+                # those left empty or smaller than the minimum area go.
+                instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+                instances.gt_boxes.clip(image_shape)
+                counts = instances.gt_masks.pixel_counts()
+                keep = (counts > 0) & (counts >= self.min_instance_area)
+                instances = instances[keep]
         return instances[instances.gt_boxes.nonempty()]
