@@ -6,17 +6,15 @@ the defaults leave the mapper as it was."""
 import copy
 
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import torch
-from conftest import QUICK_CONFIG
+from conftest import TIE, quick_cfg
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, BoxMode
 from scipy import ndimage
 from torchvision.ops import roi_align
 
-from seg_project.config import get_seg_project_cfg
 from seg_project.data.augmentations import (
     DihedralTransform,
     RandomDihedral,
@@ -28,26 +26,8 @@ from seg_project.data.cropped_masks import CroppedMasks
 from seg_project.data.image_io import read_image
 from seg_project.data.mapper import CellsDatasetMapper, build_augmentations
 from seg_project.data.reader import load_annotated_split
+from seg_project.data.rle import decode
 from seg_project.data.synthetic import render_sample
-
-TIE = 1e-4  # as in test_transforms.py: exact 0.5 samples are decided by float32 rounding
-
-
-def _cfg(**opts):
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
-    for key, value in opts.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return cfg
-
-
-def _as_bytes(rle):
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")
-            if isinstance(rle["counts"], str) else rle["counts"]}
 
 
 def _full(masks: CroppedMasks, shape) -> np.ndarray:
@@ -240,7 +220,7 @@ def _recording(mapper: CellsDatasetMapper) -> list:
 
 
 def _truth(record):
-    masks = np.stack([mask_util.decode(_as_bytes(a["segmentation"])).astype(bool)
+    masks = np.stack([decode(a["segmentation"]).astype(bool)
                       for a in record["annotations"]])
     classes = [a["category_id"] for a in record["annotations"]]
     return masks, classes
@@ -269,7 +249,7 @@ _PLAIN = {"INPUT.RANDOM_FLIP": "none", "INPUT.VFLIP_PROB": 0.0, "INPUT.MAX_SIZE_
 
 
 def test_defaults_leave_the_mapper_unchanged(records):
-    cfg = _cfg()
+    cfg = quick_cfg()
     assert not (cfg.INPUT.CROP.ENABLED or cfg.INPUT.ROT90.ENABLED
                 or cfg.INPUT.STAIN_JITTER.ENABLED or cfg.INPUT.COLOR_JITTER.ENABLED)
     augs = build_augmentations(cfg, is_train=True)
@@ -301,9 +281,10 @@ def test_mapper_crop_keeps_visible_parts_with_tight_boxes(records, crop_type, si
     cuts = 0
     for i, record in enumerate(records):
         h, w = record["height"], record["width"]
-        cfg = _cfg(**{**_PLAIN, "INPUT.MIN_SIZE_TRAIN": (min(h, w),), "INPUT.CROP.ENABLED": True,
-                      "INPUT.CROP.TYPE": crop_type, "INPUT.CROP.SIZE": size,
-                      "INPUT.VFLIP_PROB": 0.5, "INPUT.RANDOM_FLIP": "horizontal"})
+        cfg = quick_cfg(**{**_PLAIN, "INPUT.MIN_SIZE_TRAIN": (min(h, w),),
+                           "INPUT.CROP.ENABLED": True, "INPUT.CROP.TYPE": crop_type,
+                           "INPUT.CROP.SIZE": size, "INPUT.VFLIP_PROB": 0.5,
+                           "INPUT.RANDOM_FLIP": "horizontal"})
         mapper = CellsDatasetMapper(cfg, is_train=True)
         applied = _recording(mapper)
         np.random.seed(i)
@@ -328,7 +309,7 @@ def test_mapper_crop_order(records, after_resize):
     record = records[0]
     h, w = record["height"], record["width"]
     short = 2 * min(h, w)
-    cfg = _cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": (short,),
+    cfg = quick_cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": (short,),
                             "INPUT.CROP.ENABLED": True, "INPUT.CROP.TYPE": "absolute",
                             "INPUT.CROP.SIZE": (50, 60), "INPUT.CROP.AFTER_RESIZE": after_resize})
     names = [type(a).__name__ for a in build_augmentations(cfg, True)][:2]
@@ -349,7 +330,7 @@ def test_min_instance_area_drops_instances_cut_small_by_a_crop(records):
     record = records[0]
     h, w = record["height"], record["width"]
     masks, _ = _truth(record)
-    cfg = _cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),)})
+    cfg = quick_cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),)})
     for x0 in range(0, w // 2, 3):  # a window cutting some instance to a few pixels
         crop = T.CropTransform(x0, 0, w - x0, h, w, h)
         visible = masks[:, :, x0:].reshape(len(masks), -1).sum(1)
@@ -375,7 +356,8 @@ def test_mapper_rot90_moves_image_masks_and_boxes_together(records):
     orientations = set()
     for i, record in enumerate(records):
         h, w = record["height"], record["width"]
-        cfg = _cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),), "INPUT.ROT90.ENABLED": True})
+        cfg = quick_cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),),
+                                     "INPUT.ROT90.ENABLED": True})
         mapper = CellsDatasetMapper(cfg, is_train=True)
         applied = _recording(mapper)
         for seed in range(4):
@@ -396,7 +378,7 @@ def test_multi_scale_training_with_cropped_masks(records, sampling):
     short = min(h, w)
     # Scale 1: the output equals the unresized truth bit for bit.
     sizes = (short,) if sampling == "choice" else (short, short)
-    cfg = _cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": sizes,
+    cfg = quick_cfg(**_PLAIN, **{"INPUT.MIN_SIZE_TRAIN": sizes,
                             "INPUT.MIN_SIZE_TRAIN_SAMPLING": sampling})
     mapper = CellsDatasetMapper(cfg, is_train=True)
     applied = _recording(mapper)
@@ -429,8 +411,8 @@ def test_colour_jitter_changes_the_image_only(records):
     opts = {**_PLAIN, "INPUT.VFLIP_PROB": 1.0}
     for i, record in enumerate(records[:3]):
         h, w = record["height"], record["width"]
-        plain = _cfg(**opts, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),)})
-        colour = _cfg(**opts, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),),
+        plain = quick_cfg(**opts, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),)})
+        colour = quick_cfg(**opts, **{"INPUT.MIN_SIZE_TRAIN": (min(h, w),),
                                  "INPUT.STAIN_JITTER.ENABLED": True,
                                  "INPUT.STAIN_JITTER.SIGMA": 0.2,
                                  "INPUT.COLOR_JITTER.ENABLED": True,

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import torch
 import torch.nn.functional as F
-from conftest import QUICK_CONFIG
+from conftest import TIE, quick_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import BitMasks, Boxes, Instances
@@ -20,37 +20,14 @@ from scipy import ndimage
 from torch import nn
 from torchvision.ops import roi_align
 
-from seg_project.config import get_seg_project_cfg
 from seg_project.data.cropped_masks import CroppedMasks
 from seg_project.data.image_io import read_image, read_mask
 from seg_project.data.mapper import CellsDatasetMapper
 from seg_project.data.reader import load_annotated_split, read_annotated_folder
-from seg_project.data.rle import encode_crops
+from seg_project.data.rle import decode, encode_crops
 from seg_project.data.synthetic import render_sample
 from seg_project.inference.postprocess import postprocess_to_rle
 from seg_project.inference.predictor import CellsTTA
-
-# A BitMasks target sample whose exact value is 0.5 (a tie) lies on the threshold: float32
-# rounding of its position (image vs crop coordinates) decides it. Detectron2's own soft
-# values at such ties lie within 4e-5 of 0.5 on real data.
-TIE = 1e-4
-
-
-def _cfg(**opts):
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
-    for key, value in opts.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return cfg
-
-
-def _as_bytes(rle):
-    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")
-            if isinstance(rle["counts"], str) else rle["counts"]}
 
 
 def _counts(rle) -> str:
@@ -119,7 +96,7 @@ class _ContentModel(GeneralizedRCNN):
     (True, True, (H, 2 * H)),
 ])
 def test_tta_maps_flipped_boxes_and_masks_back(hflip, vflip, min_sizes):
-    cfg = _cfg(**{"TEST.AUG.FLIP": hflip, "TEST.AUG.VFLIP": vflip,
+    cfg = quick_cfg(**{"TEST.AUG.FLIP": hflip, "TEST.AUG.VFLIP": vflip,
                   "TEST.AUG.MIN_SIZES": min_sizes, "TEST.AUG.MAX_SIZE": 1000})
     model = _ContentModel()
     tta = CellsTTA(cfg, model)
@@ -133,7 +110,7 @@ def test_tta_maps_flipped_boxes_and_masks_back(hflip, vflip, min_sizes):
     assert instances.pred_boxes.tensor[0].tolist() == list(map(float, L_BOX))
     assert instances.pred_classes.tolist() == [2]
     assert instances.scores[0].item() == pytest.approx(0.9)
-    mask = mask_util.decode(_as_bytes(instances.pred_rles[0])).astype(bool)
+    mask = decode(instances.pred_rles[0]).astype(bool)
     np.testing.assert_array_equal(mask, truth)  # a mirrored view would widen the average
 
 
@@ -142,7 +119,7 @@ def test_the_stand_in_model_does_reveal_an_undone_flip():
     the test above can fail."""
     from detectron2.modeling import GeneralizedRCNNWithTTA
 
-    cfg = _cfg(**{"TEST.AUG.FLIP": False, "TEST.AUG.VFLIP": True, "TEST.AUG.MIN_SIZES": (H,),
+    cfg = quick_cfg(**{"TEST.AUG.FLIP": False, "TEST.AUG.VFLIP": True, "TEST.AUG.MIN_SIZES": (H,),
                   "TEST.AUG.MAX_SIZE": 1000})
     tta = CellsTTA(cfg, _ContentModel())
     tta._reduce_pred_masks = lambda outputs, tfms: GeneralizedRCNNWithTTA._reduce_pred_masks(
@@ -150,7 +127,7 @@ def test_the_stand_in_model_does_reveal_an_undone_flip():
     truth = _l_shape()
     image = np.repeat(np.where(truth, 255, 0).astype(np.uint8)[None], 3, axis=0)
     (out,) = tta([{"image": torch.from_numpy(image), "height": H, "width": W}])
-    mask = mask_util.decode(_as_bytes(out["instances"].pred_rles[0])).astype(bool)
+    mask = decode(out["instances"].pred_rles[0]).astype(bool)
     assert (mask & ~truth).any()
 
 
@@ -292,7 +269,7 @@ def test_mapper_vertical_flip_keeps_image_boxes_and_masks_aligned(synthetic_root
     records = load_annotated_split(synthetic_root / "train", 4, cache_dir=False)
     for record in records:
         h, w = record["height"], record["width"]
-        cfg = _cfg(**{"INPUT.VFLIP_PROB": 1.0, "INPUT.RANDOM_FLIP": "none",
+        cfg = quick_cfg(**{"INPUT.VFLIP_PROB": 1.0, "INPUT.RANDOM_FLIP": "none",
                       "INPUT.MIN_SIZE_TRAIN": (scale * min(h, w),),
                       "INPUT.MAX_SIZE_TRAIN": 10000})
         out = CellsDatasetMapper(cfg, is_train=True)(copy.deepcopy(record))
@@ -305,7 +282,7 @@ def test_mapper_vertical_flip_keeps_image_boxes_and_masks_aligned(synthetic_root
         masks = instances.gt_masks
         torch.testing.assert_close(instances.gt_boxes.tensor, masks.get_bounding_boxes().tensor,
                                    rtol=0, atol=0)
-        expected = np.stack([mask_util.decode(_as_bytes(a["segmentation"]))[::-1]
+        expected = np.stack([decode(a["segmentation"])[::-1]
                              .repeat(scale, axis=0).repeat(scale, axis=1).astype(bool)
                              for a in record["annotations"]])
         np.testing.assert_array_equal(_place(masks, (scale * h, scale * w)), expected)
@@ -335,7 +312,7 @@ def areas_record(tmp_path_factory):
 def test_min_instance_area_drops_exactly_the_smaller_instances(areas_record, min_area):
     record = areas_record
     assert sorted(a["area"] for a in record["annotations"]) == [1, 2, 3, 3, 4, 5, 6, 6, 7, 8]
-    cfg = _cfg(**{"INPUT.MIN_INSTANCE_AREA": min_area, "INPUT.VFLIP_PROB": 0.0,
+    cfg = quick_cfg(**{"INPUT.MIN_INSTANCE_AREA": min_area, "INPUT.VFLIP_PROB": 0.0,
                   "INPUT.RANDOM_FLIP": "none", "INPUT.MIN_SIZE_TRAIN": (24,),
                   "INPUT.MAX_SIZE_TRAIN": 10000})
     instances = CellsDatasetMapper(cfg, is_train=True)(copy.deepcopy(record))["instances"]

@@ -26,6 +26,7 @@ __all__ = [
     "encode_crops",
     "mask_boxes",
     "rle_to_text",
+    "to_bytes_rle",
 ]
 
 # pycocotools' compressed counts (maskApi.c, rleToString / rleFrString): each run length is
@@ -138,10 +139,33 @@ def rle_to_text(rle: Dict) -> Dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
 
 
-def _as_bytes(rle: Dict) -> Dict:
-    counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str)
-            else counts}
+def to_bytes_rle(segmentation, height: Optional[int] = None,
+                 width: Optional[int] = None) -> Dict:
+    """The compressed RLE (``counts`` bytes, what pycocotools reads) of a COCO segmentation.
+
+    Args:
+        segmentation: an RLE dict whose counts are a str, bytes or an uncompressed list of
+            runs, or a list of polygons ``[[x, y, x, y, ...], ...]``.
+        height, width: the image's size; needed for polygons only (an RLE states its own).
+
+    Returns:
+        dict: ``{"size": [height, width], "counts": bytes}``.
+
+    Raises:
+        TypeError: counts of another type.
+    """
+    if isinstance(segmentation, list):
+        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    size = [int(v) for v in segmentation["size"]]
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        return mask_util.frPyObjects({"size": size, "counts": counts}, *size)
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    if not isinstance(counts, bytes):
+        raise TypeError(f"segmentation counts must be a string or a list, got "
+                        f"{type(counts).__name__}")
+    return {"size": size, "counts": counts}
 
 
 def decode(rle: Dict) -> np.ndarray:
@@ -153,7 +177,7 @@ def decode(rle: Dict) -> np.ndarray:
     Returns:
         np.ndarray: ``uint8`` mask of shape ``size``.
     """
-    return mask_util.decode(_as_bytes(rle))
+    return mask_util.decode(to_bytes_rle(rle))
 
 
 # ------------------------------------------------------------------------ reading counts

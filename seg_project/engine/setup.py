@@ -16,7 +16,7 @@ import difflib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -171,7 +171,7 @@ def _check_split_folder(name: str) -> None:
                                    f"dataset {name} is empty; check DATASETS.CELLS.ROOT")
 
 
-def validate_datasets(names: Sequence[str], key: str = "DATASETS") -> int:
+def validate_datasets(names: Sequence[str], key: str = "DATASETS") -> List[Dict]:
     """Read (and so check) every dataset in ``names``; writes nothing but the conversion cache.
 
     Args:
@@ -179,21 +179,21 @@ def validate_datasets(names: Sequence[str], key: str = "DATASETS") -> int:
         key: the config key they come from, named when one is not registered.
 
     Returns:
-        int: the total number of images.
+        list[dict]: the records of all of them (each dataset once).
 
     Raises:
         ConfigError: a name that is not registered.
         DatasetError: a missing or empty folder, or any bad file (naming it and the problem).
     """
-    total = 0
+    records: List[Dict] = []
     for name in dict.fromkeys(names):
         if name not in DatasetCatalog.list():
             known = ", ".join(sorted(n for n in DatasetCatalog.list() if n.startswith("cells")))
             raise ConfigError(key, f"dataset {name!r} is not registered (this project's: "
                                    f"{known})")
         _check_split_folder(name)
-        total += len(DatasetCatalog.get(name))
-    return total
+        records += DatasetCatalog.get(name)
+    return records
 
 
 def finalize_config(cfg, eval_only: bool = False) -> list:
@@ -222,28 +222,30 @@ def finalize_config(cfg, eval_only: bool = False) -> list:
         notes.append(f"MODEL.DEVICE {note}")
     register_datasets_from_config(cfg)
     if not eval_only:
-        num_images = validate_datasets(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-        notes.append(resolve_epochs(cfg, num_images))
+        train_records = validate_datasets(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        notes.append(resolve_epochs(cfg, len(train_records)))
+    else:
+        train_records = None
     validate_datasets(cfg.DATASETS.TEST, "DATASETS.TEST")
-    notes += _resolve_intensity_rule(cfg, eval_only)
+    notes += _resolve_intensity_rule(cfg, train_records)
     return notes
 
 
-def _resolve_intensity_rule(cfg, eval_only: bool) -> List[str]:
-    """Fill ``INPUT.INTENSITY_RANGE`` when empty: from the training images (training), or
-    from the ``intensity_rule.json`` beside ``MODEL.WEIGHTS`` (evaluation)."""
+def _resolve_intensity_rule(cfg, train_records: Optional[List[Dict]]) -> List[str]:
+    """Fill ``INPUT.INTENSITY_RANGE`` when empty: from the training images (``train_records``
+    given: training), or from the ``intensity_rule.json`` beside ``MODEL.WEIGHTS``
+    (evaluation)."""
     try:
         rule = IntensityRule.from_config(cfg.INPUT.INTENSITY_RANGE)
     except ValueError as e:
         raise ConfigError("INPUT.INTENSITY_RANGE", str(e)) from None
     if rule is not None:
         return []
-    if eval_only:
+    if train_records is None:
         rule = read_intensity_rule_file(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
         source = "beside MODEL.WEIGHTS"
     else:
-        paths = [r["file_name"] for name in cfg.DATASETS.TRAIN for r in DatasetCatalog.get(name)]
-        rule = compute_intensity_rule(paths)
+        rule = compute_intensity_rule(r["file_name"] for r in train_records)
         source = "from the training images"
     if rule is None:
         return []

@@ -18,7 +18,6 @@ as in Detectron2. Nothing here imports Detectron2.
 import contextlib
 import copy
 import io
-import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -174,8 +173,3 @@ def evaluate_coco_tasks(coco_gt, results: List[Dict], class_names: Sequence[str]
             metrics.update({f"AP50@{cap}-{name}": high[f"AP50-{name}"] for name in class_names})
         out[task] = metrics
     return out
-
-
-def is_missing(value: float) -> bool:
-    """Whether a metric value is NaN (nothing to compute)."""
-    return isinstance(value, float) and math.isnan(value)

@@ -71,7 +71,7 @@ import pycocotools.mask as mask_util
 from scipy.optimize import linear_sum_assignment
 from tabulate import tabulate
 
-from ..data.rle import decode_crop, rle_to_text
+from ..data.rle import decode_crop, to_bytes_rle
 
 __all__ = [
     "DEFAULT_SCORE_THRESHOLD",
@@ -96,12 +96,6 @@ Mask = Union[Dict[str, Any], np.ndarray]
 
 
 # ------------------------------------------------------------------------------- painting
-
-
-def _bytes_rle(rle: Dict[str, Any]) -> Dict[str, Any]:
-    """The RLE with ``bytes`` counts (what pycocotools reads); lists of runs are compressed."""
-    text = rle_to_text(rle)
-    return {"size": text["size"], "counts": text["counts"].encode("ascii")}
 
 
 def paint_instances(rles: Sequence[Mask], height: int, width: int,
@@ -149,7 +143,7 @@ def paint_instances(rles: Sequence[Mask], height: int, width: int,
             if size != [height, width]:
                 raise ValueError(f"mask {i} is of size {size[0]}x{size[1]}, the image is "
                                  f"{height}x{width}")
-            encoded.append(_bytes_rle(rles[i]))
+            encoded.append(to_bytes_rle(rles[i]))
         xywh = np.rint(mask_util.toBbox(encoded)).astype(np.int64).reshape(-1, 4)
         x0 = np.clip(xywh[:, 0], 0, width)
         y0 = np.clip(xywh[:, 1], 0, height)

@@ -15,23 +15,13 @@ pathology. Nothing here imports Detectron2.
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
 
-import pycocotools.mask as mask_util
 from tabulate import tabulate
 
+from ..data.rle import to_bytes_rle
 from .coco import COCO_METRICS, GRADER_MAX_DETS, evaluate_coco_tasks
 from .pathology import PathologyAccumulator
 
 __all__ = ["evaluate_predictions", "format_tables", "pathology_metrics"]
-
-
-def _as_rle(segmentation, height: int, width: int) -> Dict:
-    """A compressed RLE of a COCO segmentation (RLE with str/bytes/list counts, or polygons)."""
-    if isinstance(segmentation, list):
-        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
-        return mask_util.frPyObjects(segmentation, height, width)
-    return {"size": [int(v) for v in segmentation["size"]], "counts": counts}
 
 
 def pathology_metrics(coco_gt, results: List[Dict], class_names: Sequence[str],
@@ -61,9 +51,9 @@ def pathology_metrics(coco_gt, results: List[Dict], class_names: Sequence[str],
         preds = [e for e in by_image.get(image_id, []) if "segmentation" in e]
         accumulator.add_image(
             image_id, height, width,
-            [_as_rle(a["segmentation"], height, width) for a in anns],
+            [to_bytes_rle(a["segmentation"], height, width) for a in anns],
             [to_class[a["category_id"]] for a in anns],
-            [_as_rle(e["segmentation"], height, width) for e in preds],
+            [to_bytes_rle(e["segmentation"], height, width) for e in preds],
             [to_class[e["category_id"]] for e in preds],
             [float(e["score"]) for e in preds],
         )

@@ -47,8 +47,7 @@ def ground_truth(source, class_names: Sequence[str],
         digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
         name = f"cells_evaluate_{digest}"
         register_cells(name, folder, class_names=class_names, cache_dir=cache_dir)
-    DatasetCatalog.get(name)  # reads and checks the data before anything else
-    coco_dict = convert_to_coco_dict(name)
+    coco_dict = convert_to_coco_dict(name)  # reads, and so checks, the data
     if not coco_dict["annotations"] and not coco_dict["images"]:
         raise DatasetError(source, "holds no annotated images")
     with contextlib.redirect_stdout(io.StringIO()):

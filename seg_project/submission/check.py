@@ -157,8 +157,7 @@ class _Checker:
         return choice
 
 
-def _summary_warnings(checker: _Checker, per_image: Dict[int, int],
-                      format_hint: str) -> List[str]:
+def _summary_warnings(checker: _Checker, format_hint: str) -> List[str]:
     warnings = []
     entries = checker.entries
     if checker.empty_rows:
@@ -233,5 +232,5 @@ def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: st
         message = (f"{len(report.images_without_entries)} of {len(sizes)} images have no entry: "
                    f"ids {_examples([str(i) for i in report.images_without_entries], 20)}")
         (report.errors if require_all_images else report.warnings).append(message)
-    report.warnings += _summary_warnings(checker, report.entries_per_image, choice.hint)
+    report.warnings += _summary_warnings(checker, choice.hint)
     return report

@@ -10,10 +10,9 @@ submission); :func:`seg_project.submission.entries.detect_bbox_format` tells whi
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 
 from ..data.image_io import DatasetError
-from ..data.rle import decode_crop, mask_boxes
+from ..data.rle import decode_crop, mask_boxes, to_bytes_rle
 from ..submission import bbox_format as formats
 from ..submission.entries import detect_bbox_format, entry_problems
 
@@ -44,7 +43,7 @@ def _as_rle(segmentation, height: int, width: int, where: str) -> Dict:
     str, bytes or list) or a list of polygons."""
     if isinstance(segmentation, list):  # polygons [[x, y, x, y, ...], ...]
         try:
-            return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+            return to_bytes_rle(segmentation, height, width)
         except Exception as e:
             raise DatasetError(where, f"segmentation polygons are invalid: {e}") from e
     if not isinstance(segmentation, dict) or not {"size", "counts"} <= set(segmentation):
@@ -54,15 +53,10 @@ def _as_rle(segmentation, height: int, width: int, where: str) -> Dict:
     if size != [height, width]:
         raise DatasetError(where, f"segmentation size {size} does not match the image "
                                   f"({height}x{width})")
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
-        return mask_util.frPyObjects(segmentation, height, width)
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if not isinstance(counts, bytes):
-        raise DatasetError(where, f"segmentation counts must be a string or a list, got "
-                                  f"{type(counts).__name__}")
-    return {"size": size, "counts": counts}
+    try:
+        return to_bytes_rle(segmentation)
+    except TypeError as e:
+        raise DatasetError(where, str(e)) from None
 
 
 def _decode_crops(
