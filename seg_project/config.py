@@ -80,6 +80,28 @@ def add_seg_project_config(cfg):
     # Test-time augmentation also flips top-bottom (TEST.AUG.FLIP is the left-right flip).
     _C.TEST.AUG.VFLIP = True
 
+    # How images are resized: "short_side" (Detectron2's INPUT.MIN_SIZE_*/MAX_SIZE_*) or
+    # "scale" (multiplied by INPUT.SCALE_*: cells keep their size in pixels whatever the image's).
+    _C.INPUT.RESIZE_MODE = "short_side"
+    # With RESIZE_MODE "scale": training factors, one of them ("choice") or a range of two
+    # ("range"), as INPUT.MIN_SIZE_TRAIN_SAMPLING says. 1.0 is the native pixel scale.
+    _C.INPUT.SCALE_TRAIN = (1.0,)
+    # With RESIZE_MODE "scale": the factor at inference.
+    _C.INPUT.SCALE_TEST = 1.0
+    # With RESIZE_MODE "scale": test-time augmentation views at SCALE_TEST times these factors
+    # (TEST.AUG.MIN_SIZES serves RESIZE_MODE "short_side").
+    _C.TEST.AUG.SCALES = (1.0,)
+    _C.TEST.TILE = CN()
+    # Images larger than this (in model pixels, after the resize) in height or width are
+    # predicted in overlapping SIZE x SIZE tiles and merged (seg_project/inference/tiling.py);
+    # 0 predicts every image whole.
+    _C.TEST.TILE.SIZE = 0
+    # Pixels shared by neighbouring tiles: at least the largest cell's diameter, so that every
+    # cell lies whole in the tile that keeps it.
+    _C.TEST.TILE.OVERLAP = 64
+    # Tiles per forward pass.
+    _C.TEST.TILE.BATCH_SIZE = 4
+
     # -- training augmentations beyond resize and flips (all off by default) --
     # Detectron2's INPUT.CROP.ENABLED/TYPE/SIZE crop the training images (cut instances keep
     # their visible part and its tight box). With AFTER_RESIZE the crop follows the resize

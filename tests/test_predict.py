@@ -257,3 +257,22 @@ def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tm
     assert predict_tool.main(argv) == 2
     assert "error:" in capsys.readouterr().err
     assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_native_scale_prediction_in_tiles(synthetic_root, trained_run, tmp_path, tta):
+    """RESIZE_MODE scale + TEST.TILE: images larger than a tile are predicted in tiles (with
+    and without TTA) and the submission is valid at every image's own size."""
+    files = sorted((synthetic_root / "test_release").glob("*.tif"))[:2]
+    sizes = {i + 1: read_image(f).shape[:2] for i, f in enumerate(files)}
+    assert max(max(s) for s in sizes.values()) > 48  # so that they need tiles
+    out = tmp_path / "tiled"
+    argv = predict_argv(synthetic_root, trained_run, out, "--images", *map(str, files),
+                        *(["--tta"] if tta else []))
+    argv += ["INPUT.RESIZE_MODE", "scale", "INPUT.SCALE_TEST", "0.75", "TEST.AUG.SCALES",
+             "(1.0, 1.25)", "TEST.TILE.SIZE", "48", "TEST.TILE.OVERLAP", "16"]
+    assert predict_tool.main(argv) == 0
+    entries = json.loads((out / "test-results.json").read_text())
+    assert entries, "the model predicted nothing at all"
+    report = check_submission(entries, sizes, 4, bbox_format="xywh")
+    assert report.ok, report.errors

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tifffile
 import torch
 from conftest import QUICK_CONFIG, REPO, load_tool, run_train_net, train_args
 from detectron2.utils.events import EventStorage
@@ -376,3 +377,26 @@ def test_curves_of_two_real_runs_with_and_without_scheduler(synthetic_root, trai
         assert (out / name).stat().st_size > 10_000, name
     summary = (out / "summary.md").read_text()
     assert "step LR" in summary and "constant LR" in summary
+
+
+def test_native_scale_config_trains_on_crops_and_evaluates_in_tiles(synthetic_root, tmp_path):
+    """The CPU recipe for crowded histology, end to end on the synthetic data: native scale,
+    crops, orientations, stain jitter; evaluation in tiles (forced small here)."""
+    config = REPO / "configs" / "mask_rcnn_R_18_FPN_cells_native_scale.yaml"
+    cfg = get_seg_project_cfg()
+    cfg.merge_from_file(str(config))
+    assert cfg.INPUT.RESIZE_MODE == "scale" and cfg.INPUT.SCALE_TEST == 1.0
+    assert cfg.INPUT.CROP.ENABLED and cfg.INPUT.ROT90.ENABLED and cfg.INPUT.STAIN_JITTER.ENABLED
+    assert cfg.TEST.DETECTIONS_PER_IMAGE >= 2283  # CoNSeP's most crowded image
+    assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST >= cfg.TEST.DETECTIONS_PER_IMAGE
+    assert cfg.TEST.TILE.SIZE > 0 and cfg.MODEL.WEIGHTS == ""
+    sizes = [tifffile.imread(p).shape[:2] for p in synthetic_root.glob("train/*/image.tif")]
+    assert min(max(s) for s in sizes) > 48  # every evaluated image needs tiles
+    out = tmp_path / "native"
+    argv = train_args(synthetic_root, out, "--config-file", str(config), epochs=1)
+    argv += ["INPUT.CROP.SIZE", "(48, 48)", "SOLVER.IMS_PER_BATCH", "2", "TEST.TILE.SIZE", "48",
+             "TEST.TILE.OVERLAP", "16"]
+    run_train_net(argv)
+    assert evaluated_iterations(out) == [1]
+    log = (out / "log.txt").read_text()
+    assert "RandomDihedral" in log and "RandomStainJitter" in log and "RandomScale" in log

@@ -6,6 +6,8 @@
 - :mod:`.rle`: the RLE codec of mask crops;
 - :mod:`.catalog`: the Detectron2 datasets (cells_train, cells_val, ...);
 - :mod:`.mapper`, :mod:`.cropped_masks`: records to model inputs, fast;
+- :mod:`.resize`: short-side or fixed-scale resizing (``INPUT.RESIZE_MODE``);
+- :mod:`.augmentations`: orientations, stain and colour jitter for training;
 - :mod:`.stats`, :mod:`.synthetic`: dataset statistics and generated datasets.
 
 Import the modules themselves: this package imports nothing, so that tools which need no

@@ -25,7 +25,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
@@ -33,6 +32,7 @@ from .augmentations import RandomDihedral, build_color_augmentations
 from .cropped_masks import CroppedMasks
 from .image_io import DatasetError, read_image
 from .intensity import IntensityRule
+from .resize import build_resize
 
 __all__ = ["CellsDatasetMapper", "build_augmentations", "to_model_format"]
 
@@ -41,8 +41,9 @@ def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     """The mapper's augmentations.
 
     In order: for training a random crop (``INPUT.CROP``) if ``INPUT.CROP.AFTER_RESIZE`` is
-    False (Detectron2's ``DatasetMapper`` order); Detectron2's resize (``INPUT.MIN_SIZE_TRAIN``
-    with ``MIN_SIZE_TRAIN_SAMPLING`` "choice" or "range" for multi-scale training); for training
+    False (Detectron2's ``DatasetMapper`` order); the resize of ``INPUT.RESIZE_MODE``
+    (:func:`seg_project.data.resize.build_resize`: a short side of ``INPUT.MIN_SIZE_TRAIN`` or a
+    factor of ``INPUT.SCALE_TRAIN``, "choice" or "range" for multi-scale training); for training
     the random crop if ``INPUT.CROP.AFTER_RESIZE`` is True (the default: an "absolute" crop then
     has a fixed output size), Detectron2's horizontal flip, a vertical flip
     (``INPUT.VFLIP_PROB``), a random orientation (``INPUT.ROT90``) and colour jitter
@@ -55,9 +56,12 @@ def build_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     Returns:
         The augmentations, in the order they apply.
     """
-    augs = utils.build_augmentation(cfg, is_train)
+    augs = [build_resize(cfg, is_train)]
     if not is_train:
         return augs
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
     if cfg.INPUT.VFLIP_PROB > 0:
         augs.append(T.RandomFlip(prob=cfg.INPUT.VFLIP_PROB, horizontal=False, vertical=True))
     if cfg.INPUT.CROP.ENABLED:

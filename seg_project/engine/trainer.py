@@ -13,6 +13,7 @@ from detectron2.utils.logger import setup_logger
 from ..data.mapper import CellsDatasetMapper
 from ..evaluation.evaluator import CellsCOCOEvaluator
 from ..inference.postprocess import RLEOutputModel
+from ..inference.tiling import TiledInference
 from .checkpointer import CellsCheckpointer
 from .hooks import (
     BestCheckpointHook,
@@ -146,15 +147,16 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops."""
+        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops, images
+        larger than ``TEST.TILE.SIZE`` are predicted in tiles."""
         if not isinstance(model, RLEOutputModel):
-            model = RLEOutputModel(model)
+            model = RLEOutputModel(model, tiler=TiledInference.from_config(cfg))
         return super().test(cfg, model, evaluators)
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
         """Evaluate ``model`` wrapped in :class:`seg_project.inference.CellsTTA` (flips and
-        ``TEST.AUG.MIN_SIZES``); result keys end in ``-TTA``."""
+        ``TEST.AUG.MIN_SIZES`` or ``TEST.AUG.SCALES``); result keys end in ``-TTA``."""
         from ..inference.predictor import CellsTTA
 
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA",

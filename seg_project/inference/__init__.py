@@ -2,6 +2,8 @@
 
 - :mod:`.predictor`: :class:`~.predictor.Predictor` (a model from a config and weights, one
   image or a batch at a time) and :class:`~.predictor.CellsTTA` (flips and scales, merged);
+- :mod:`.tiling`: images larger than ``TEST.TILE.SIZE`` predicted in overlapping tiles and
+  merged (:class:`~.tiling.TiledInference`), for evaluation, prediction and TTA alike;
 - :mod:`.postprocess`: masks pasted as RLE crops (:class:`~.postprocess.RLEOutputModel`)
   and COCO result entries;
 - :mod:`.predict`: the job behind ``tools/predict.py`` (inputs, ids, the submission file).

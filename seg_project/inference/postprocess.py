@@ -166,16 +166,27 @@ def instances_to_coco_entries(
 
 class RLEOutputModel(torch.nn.Module):
     """Wrap a GeneralizedRCNN so that ``model(inputs)`` returns ``{"instances": ...}`` with RLE
-    masks at each input's ``height x width`` (for ``inference_on_dataset`` and evaluators)."""
+    masks at each input's ``height x width`` (for ``inference_on_dataset`` and evaluators).
 
-    def __init__(self, model: torch.nn.Module, mask_threshold: float = 0.5):
+    Args:
+        model: a GeneralizedRCNN (or one wrapped in DDP).
+        mask_threshold: mask probability threshold.
+        tiler: a :class:`seg_project.inference.tiling.TiledInference` to predict images larger
+            than a tile in tiles (``TEST.TILE``); None predicts every image whole.
+    """
+
+    def __init__(self, model: torch.nn.Module, mask_threshold: float = 0.5, tiler=None):
         super().__init__()
         self.model = model
         self.mask_threshold = mask_threshold
+        self.tiler = tiler
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         model = getattr(self.model, "module", self.model)  # unwrap DDP
-        raw = model.inference(batched_inputs, do_postprocess=False)
+        if self.tiler is not None:
+            raw = self.tiler.inference(model, batched_inputs)
+        else:
+            raw = model.inference(batched_inputs, do_postprocess=False)
         outputs = []
         for result, inputs in zip(raw, batched_inputs):
             height = inputs.get("height", result.image_size[0])

@@ -3,7 +3,8 @@
 ``Predictor`` loads a config and weights and predicts image files or arrays; each image gives
 a list of entries ``{"bbox": [x, y, w, h], "score", "category_id" (dataset id 1..K),
 "segmentation": {"size": [H, W], "counts": str}}`` at the image's original size. With
-``tta=True`` it merges horizontal and vertical flips at several scales (``CellsTTA``).
+``tta=True`` it merges horizontal and vertical flips at several scales (``CellsTTA``). Images
+larger than ``TEST.TILE.SIZE`` (after the resize) are predicted in tiles, with or without TTA.
 """
 
 import copy
@@ -21,9 +22,11 @@ from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 from ..data.image_io import read_image
 from ..data.intensity import resolve_intensity_rule
 from ..data.mapper import to_model_format
+from ..data.resize import build_resize, tta_resizes
 from ..engine.checkpointer import CellsCheckpointer, config_asks
 from ..utils.device import resolve_device
 from .postprocess import RLEOutputModel, instances_to_coco_entries, postprocess_to_rle
+from .tiling import TiledInference
 
 __all__ = ["CellsTTA", "FlipResizeTTAMapper", "Predictor"]
 
@@ -31,13 +34,18 @@ logger = logging.getLogger(__name__)
 
 
 class FlipResizeTTAMapper:
-    """Test-time views of an image: each scale as is, flipped left-right and flipped
-    top-bottom (Detectron2's ``DatasetMapperTTA`` has only the horizontal flip)."""
+    """Test-time views of an image: each resize as is, flipped left-right and flipped
+    top-bottom (Detectron2's ``DatasetMapperTTA`` has only the horizontal flip).
 
-    def __init__(self, min_sizes: Sequence[int], max_size: int, hflip: bool = True,
+    Args:
+        resizes: one resize per view scale (:func:`seg_project.data.resize.tta_resizes`).
+        hflip: add left-right flipped views.
+        vflip: add top-bottom flipped views.
+    """
+
+    def __init__(self, resizes: Sequence[T.Augmentation], hflip: bool = True,
                  vflip: bool = True):
-        self.min_sizes = list(min_sizes)
-        self.max_size = max_size
+        self.resizes = list(resizes)
         self.flips = [None]
         if hflip:
             self.flips.append(T.RandomFlip(prob=1.0, horizontal=True, vertical=False))
@@ -53,9 +61,9 @@ class FlipResizeTTAMapper:
         else:
             original = NoOpTransform()
         views = []
-        for min_size in self.min_sizes:
+        for resize in self.resizes:
             for flip in self.flips:
-                augs = [T.ResizeShortestEdge(min_size, self.max_size)] + ([flip] if flip else [])
+                augs = [resize] + ([flip] if flip else [])
                 new_image, tfms = T.apply_augmentations(augs, np.copy(image))
                 view = copy.copy(dataset_dict)
                 view["image"] = torch.from_numpy(np.ascontiguousarray(new_image.transpose(2, 0, 1)))
@@ -74,9 +82,15 @@ class CellsTTA(GeneralizedRCNNWithTTA):
 
     def __init__(self, cfg, model, batch_size: int = 3, mask_threshold: float = 0.5):
         aug = cfg.TEST.AUG
-        mapper = FlipResizeTTAMapper(aug.MIN_SIZES, aug.MAX_SIZE, aug.FLIP, aug.VFLIP)
+        mapper = FlipResizeTTAMapper(tta_resizes(cfg), aug.FLIP, aug.VFLIP)
         super().__init__(cfg, model, tta_mapper=mapper, batch_size=batch_size)
         self.mask_threshold = mask_threshold
+        self.tiler = TiledInference.from_config(cfg)
+
+    def _batch_inference(self, batched_inputs, detected_instances=None):
+        if self.tiler is None:
+            return super()._batch_inference(batched_inputs, detected_instances)
+        return self.tiler.inference(self.model, batched_inputs, detected_instances)
 
     def _reduce_pred_masks(self, outputs, tfms):
         for output, tfm in zip(outputs, tfms):
@@ -144,8 +158,9 @@ class Predictor:
         model.eval()
         CellsCheckpointer(model).load_for_inference(cfg.MODEL.WEIGHTS, config_asks(cfg))
         self.tta = tta
-        self.model = CellsTTA(cfg, model) if tta else RLEOutputModel(model, mask_threshold)
-        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.model = (CellsTTA(cfg, model, mask_threshold=mask_threshold) if tta
+                      else RLEOutputModel(model, mask_threshold, TiledInference.from_config(cfg)))
+        self.resize = build_resize(cfg, is_train=False)
         self.class_to_category = self._class_to_category(cfg)
 
     @staticmethod
@@ -161,7 +176,7 @@ class Predictor:
         height, width = image.shape[:2]
         image = to_model_format(image, self.cfg.INPUT.FORMAT)
         if not self.tta:
-            image = self.resize.get_transform(image).apply_image(image)
+            image, _ = T.apply_augmentations([self.resize], image)
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
 
