@@ -18,8 +18,8 @@ Variants (``--variants``; each adds one lever to the baseline, then all together
   proposals and positive RoIs in training).
 - inference only, on the trained weights of ``baseline`` / ``combined``: ``caps`` (3,000
   proposals and 2,500 detections per image instead of 1,000), ``baseline_tiles`` /
-  ``combined_tiles`` (the same model predicting in tiles of half the image, ``TEST.TILE``: what
-  the tile merge costs or gives).
+  ``combined_tiles`` (the same model predicting in tiles of half the image, ``TEST.TILE``, at
+  the whole image's proposal density: what the tile merge costs or gives).
 
 The budget is turned into iterations per variant from a 10-iteration calibration run on this
 machine (a variant with a costlier step gets fewer iterations). Train minutes exclude the
@@ -72,19 +72,30 @@ TRAINED = {
     "stain": ("+ H&E stain jitter", QUICK_CONFIG, {**BASELINE, "INPUT.STAIN_JITTER.ENABLED": True}),
     "combined": ("all levers: native-scale config", NATIVE_CONFIG, {}),
 }
+
+
+def tile_overrides(size: int, overlap: int, proposals_per_image: int, image_side: int) -> Dict:
+    """Tiling overrides at the whole image's proposal density: the RPN's test budgets are per
+    forward pass, so a tile gets the share of ``proposals_per_image`` its area is of the image's
+    (``image_side`` squared, in model pixels)."""
+    proposals = math.ceil(proposals_per_image * size * size / (image_side * image_side))
+    return {"TEST.TILE.SIZE": size, "TEST.TILE.OVERLAP": overlap,
+            "MODEL.RPN.PRE_NMS_TOPK_TEST": proposals, "MODEL.RPN.POST_NMS_TOPK_TEST": proposals}
+
+
 # name -> (description, trained variant whose weights it uses, overrides at inference)
 INFERENCE_ONLY = {
     "caps": ("baseline, 3,000 proposals / 2,500 detections", "baseline", CAPS),
     "baseline_tiles": ("baseline, predicted in 256 px tiles", "baseline",
                        {"INPUT.RESIZE_MODE": "scale", "INPUT.SCALE_TEST": 0.512,
-                        "TEST.TILE.SIZE": 256, "TEST.TILE.OVERLAP": 48}),
+                        **tile_overrides(256, 48, proposals_per_image=1000, image_side=512)}),
     "combined_tiles": ("combined, predicted in 512 px tiles", "combined",
-                       {"TEST.TILE.SIZE": 512, "TEST.TILE.OVERLAP": 96}),
+                       tile_overrides(512, 96, proposals_per_image=3000, image_side=1000)),
 }
 ALL_VARIANTS = list(TRAINED) + list(INFERENCE_ONLY)
 # With --recipe-run: the recipe's own weights predicting in tiles.
 RECIPE_TILES = ("native-scale recipe, predicted in 512 px tiles",
-                {"TEST.TILE.SIZE": 512, "TEST.TILE.OVERLAP": 96})
+                tile_overrides(512, 96, proposals_per_image=3000, image_side=1000))
 
 # Published CoNSeP figures (HoVer-Net, Graham et al., Medical Image Analysis 2019, Table 3).
 PUBLISHED = [

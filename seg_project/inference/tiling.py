@@ -19,6 +19,11 @@ raw inference on them ``TEST.TILE.BATCH_SIZE`` at a time, and merges the detecti
    only cross-tile duplicates are removed.
 3. The best ``TEST.DETECTIONS_PER_IMAGE`` by score are kept.
 
+The RPN's test budgets (``MODEL.RPN.PRE_NMS_TOPK_TEST``, ``POST_NMS_TOPK_TEST``) and the ROI
+heads' detections are per forward pass, that is per tile: a config meant for tiles sizes them for
+one tile's cells, and smaller tiles of the same image want proportionally smaller budgets (the
+box and mask heads' time grows with proposals x tiles).
+
 Masks are the mask head's box-relative ``M x M`` probabilities, so moving a box into the image's
 coordinates moves its mask with it; they are pasted once, after the merge
 (:func:`seg_project.inference.postprocess.postprocess_to_rle`). An image that fits one tile is
@@ -59,8 +64,7 @@ def tile_starts(length: int, size: int, overlap: int) -> List[int]:
     ``overlap`` and spread evenly (the last tile ends at ``length``)."""
     if length <= size:
         return [0]
-    count = -(-(length - overlap) // (size - overlap))  # ceil
-    count = max(count, 2)
+    count = -(-(length - overlap) // (size - overlap))  # ceil; at least 2 as length > size
     return [round(i * (length - size) / (count - 1)) for i in range(count)]
 
 
