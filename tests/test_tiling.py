@@ -198,3 +198,28 @@ def test_tile_settings_are_checked():
         TiledInference(tile_size=64, overlap=64)
     with pytest.raises(ValueError, match="SIZE"):
         TiledInference(tile_size=0)
+
+
+def test_a_real_model_runs_its_mask_head_only_on_the_merged_detections():
+    from conftest import quick_cfg
+    from detectron2.modeling import build_model
+
+    cfg = quick_cfg(**{"MODEL.DEVICE": "cpu", "TEST.DETECTIONS_PER_IMAGE": 40})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    masked = []
+    model.roi_heads.mask_head.register_forward_hook(
+        lambda module, args, output: masked.append(len(args[0])))
+    image = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 150, 170),
+                                                               dtype=np.uint8))
+    tiler = TiledInference(96, 24, batch_size=4, max_detections=40)
+    with torch.no_grad():
+        out = tiler.inference(model, [{"image": image, "height": 150, "width": 170}])[0]
+        # No detections at all (every score below the threshold): empty, with empty masks.
+        model.roi_heads.box_predictor.test_score_thresh = 1.1
+        empty = tiler.inference(model, [{"image": image, "height": 150, "width": 170}])[0]
+    assert len(out) > 0
+    assert sum(masked) == len(out)  # one mask per kept cell, none for dropped copies
+    assert out.pred_masks.shape[0] == len(out)
+    assert model.roi_heads.mask_on  # restored after the box-only pass
+    assert len(empty) == 0 and empty.pred_masks.shape[0] == 0

@@ -24,6 +24,10 @@ heads' detections are per forward pass, that is per tile: a config meant for til
 one tile's cells, and smaller tiles of the same image want proportionally smaller budgets (the
 box and mask heads' time grows with proposals x tiles).
 
+With a Detectron2 model (``roi_heads.mask_on``) the tiles are first searched for boxes only;
+the mask head then runs on the merged detections, each in the tile whose core holds its centre
+(the tile that kept it), so it never works on copies the merge drops.
+
 Masks are the mask head's box-relative ``M x M`` probabilities, so moving a box into the image's
 coordinates moves its mask with it; they are pasted once, after the merge
 (:func:`seg_project.inference.postprocess.postprocess_to_rle`). An image that fits one tile is
@@ -180,15 +184,31 @@ class TiledInference:
     def _detect(self, model, image: torch.Tensor) -> Instances:
         height, width = image.shape[-2:]
         tiles = tile_grid(height, width, self.tile_size, self.overlap)
+        # Boxes first, masks after the merge: the mask head, the costliest part of a crowded
+        # image's inference, then runs once per kept cell, not on every tile's every detection.
+        heads = getattr(model, "roi_heads", None)
+        masks_after_merge = bool(getattr(heads, "mask_on", False))
         kept, cut = [], []
-        for start in range(0, len(tiles), self.batch_size):
-            chunk = tiles[start:start + self.batch_size]
-            results = model.inference(self._tile_inputs(image, chunk), do_postprocess=False)
-            for tile, result in zip(chunk, results):
-                moved, touches_edge = self._into_image(result, tile, (height, width))
-                kept.append(moved)
-                cut.append(touches_edge)
-        return self._merge(Instances.cat(kept), torch.cat(cut))
+        try:
+            if masks_after_merge:
+                heads.mask_on = False
+            for start in range(0, len(tiles), self.batch_size):
+                chunk = tiles[start:start + self.batch_size]
+                results = model.inference(self._tile_inputs(image, chunk), do_postprocess=False)
+                for tile, result in zip(chunk, results):
+                    moved, touches_edge = self._into_image(result, tile, (height, width))
+                    kept.append(moved)
+                    cut.append(touches_edge)
+        finally:
+            if masks_after_merge:
+                heads.mask_on = True
+        merged = self._merge(Instances.cat(kept), torch.cat(cut))
+        if not masks_after_merge:
+            return merged
+        if len(merged) == 0:  # nothing to predict a mask for
+            merged.pred_masks = merged.pred_boxes.tensor.new_zeros((0, 1, 1, 1))
+            return merged
+        return self._predict_given(model, image, merged)
 
     @staticmethod
     def _into_image(result: Instances, tile: Tile, image_size) -> tuple:
