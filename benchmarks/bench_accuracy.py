@@ -36,6 +36,7 @@ in ``--work-dir`` are reused unless ``--fresh``.
 """
 
 import argparse
+import ast
 import json
 import math
 import re
@@ -330,10 +331,21 @@ def recipe_row(run_dir: Path, args) -> Dict:
     """The row of a finished run of the native-scale config (``--recipe-run``)."""
     log_text = (run_dir / "log.txt").read_text()
     iters = re.findall(r"iter: (\d+) ", log_text)
-    command = re.search(r"Command line arguments: (.*)", log_text)
     return _finish("recipe", "native-scale config as written", run_dir, log_text, args,
                    {"iterations": int(iters[-1]) + 1 if iters else None,
-                    "command": command.group(1) if command else ""})
+                    "command": _train_command(log_text)})
+
+
+def _train_command(log_text: str) -> str:
+    """The ``tools/train_net.py`` command line of a run, from its logged arguments."""
+    config = re.search(r"Command line arguments: Namespace\(config_file='([^']*)'", log_text)
+    opts = re.search(r"Command line arguments: Namespace\(.*opts=(\[.*\])\)", log_text)
+    if not config:
+        return ""
+    words = ["tools/train_net.py", "--config-file", config.group(1)]
+    for word in ast.literal_eval(opts.group(1)) if opts else []:  # as a shell user types them
+        words.append(f'"{word}"' if re.search(r"[^\w./:-]", word) else word)
+    return " ".join(words)
 
 
 # ----------------------------------------------------------------------------- report
@@ -395,8 +407,19 @@ def _pictures(rows: List[Dict], args, out_dir: Path, image: str) -> List[Path]:
                    "--split", "test", "--names", image, "--out", str(target), "--max-size",
                    "1400", "--overwrite"]
         subprocess.run(command, check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-        paths += sorted(target.glob("*.png"))
+        paths += [_as_jpeg(png) for png in sorted(target.glob("*.png"))]
     return paths
+
+
+def _as_jpeg(png: Path) -> Path:
+    """The picture as a JPEG beside it (a tenth of the PNG's size for H&E), the PNG removed."""
+    from PIL import Image
+
+    jpeg = png.with_suffix(".jpg")
+    with Image.open(png) as picture:
+        picture.convert("RGB").save(jpeg, quality=85)
+    png.unlink()
+    return jpeg
 
 
 def write_report(store: Dict, args, path: Path) -> None:
