@@ -684,10 +684,12 @@ def test_cpu_amp_falls_back_to_float32_without_native_bf16(synthetic_root, tmp_p
                     reason="this CPU has no native bfloat16 (AVX512_BF16/AMX/ARM BF16): "
                            f"{mixed_precision.native_cpu_bf16()[1]}")
 def test_bfloat16_and_float32_losses_agree(synthetic_root, trained_run):
-    """One batch, the same weights and sampling: bfloat16 autocast changes each loss by at
-    most 5 % and the total by at most 2 % (bfloat16 keeps 8 bits of mantissa; measured with
-    forced bfloat16 on the synthetic data: 1.0 % for loss_cls, under 0.02 % for the others,
-    0.3 % for the total)."""
+    """One batch, the same weights and sampling: bfloat16 autocast changes the RPN and mask
+    losses by at most 5 %, the box head's by at most 10 % and the total by at most 2 %
+    (bfloat16 keeps 8 bits of mantissa). The box head's losses move most: bfloat16 perturbs
+    the proposals, which can swap a few of the RoIs sampled for it. Measured with forced
+    bfloat16 on the synthetic data, depending on the fixture's weights: loss_cls 1.0-2.5 %,
+    loss_box_reg 0.02-5.2 %, the others under 0.05 %, the total under 0.3 %."""
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
@@ -716,7 +718,8 @@ def test_bfloat16_and_float32_losses_agree(synthetic_root, trained_run):
     full, half = losses(torch.float32), losses(torch.bfloat16)
     assert set(full) == set(half)
     for name in full:
-        assert abs(half[name] - full[name]) <= 0.05 * abs(full[name]) + 1e-3, (name, full, half)
+        share = 0.10 if name in ("loss_cls", "loss_box_reg") else 0.05
+        assert abs(half[name] - full[name]) <= share * abs(full[name]) + 1e-3, (name, full, half)
     assert abs(sum(half.values()) - sum(full.values())) <= 0.02 * sum(full.values())
 
 
