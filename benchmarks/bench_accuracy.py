@@ -214,19 +214,18 @@ def _iters_per_epoch(config: str, overrides: Dict, num_images: int) -> int:
 
 
 def _curves(run_dir: Path) -> List[Dict]:
-    points = []
+    """The run's evaluations: iteration (1-based), segm AP50 and PQ of each."""
+    from seg_project.analysis.curves import read_metrics
+
     path = run_dir / "metrics.json"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "segm/AP50" in record:
-                points.append({"iteration": record["iteration"] + 1,
-                               "segm/AP50": record["segm/AP50"],
-                               "pathology/PQ": record.get("pathology/PQ")})
-    return points
+    series = read_metrics(path) if path.exists() else {}
+    if "segm/AP50" not in series:
+        return []
+    pq = {}
+    if "pathology/PQ" in series:
+        pq = dict(zip(*(a.tolist() for a in series["pathology/PQ"])))
+    return [{"iteration": it + 1, "segm/AP50": ap50, "pathology/PQ": pq.get(it)}
+            for it, ap50 in zip(*(a.tolist() for a in series["segm/AP50"]))]
 
 
 def _score(results_file: Path, args) -> Dict[str, float]:
@@ -263,15 +262,21 @@ def _results_file(run_dir: Path) -> Path:
     return run_dir / "inference" / TEST_SET / "coco_instances_results.json"
 
 
+def _finished_row(run_dir: Path) -> Optional[Dict]:
+    """The row a finished variant saved in its run folder, or None."""
+    done = run_dir / "bench_run.json"
+    return json.loads(done.read_text()) if done.exists() else None
+
+
 def run_trained(name: str, args, num_images: int) -> Dict:
     """Calibrate, train and evaluate one variant (or reuse its finished run)."""
     description, config, overrides = TRAINED[name]
     run_dir = args.budget_dir / name
     data = _data_overrides(args)
-    done = run_dir / "bench_run.json"
-    if done.exists() and not args.fresh:
+    finished = None if args.fresh else _finished_row(run_dir)
+    if finished:
         print(f"== {name}: reusing {run_dir}", flush=True)
-        return json.loads(done.read_text())
+        return finished
     print(f"== {name}: {description}", flush=True)
     if args.quick:
         iterations, sec_per_iter = 3, None
@@ -292,28 +297,32 @@ def run_trained(name: str, args, num_images: int) -> Dict:
     _train_net(config, train_opts, run_dir / "train.log")
     return _finish(name, description, run_dir, (run_dir / "train.log").read_text(), args,
                    {"calibrated s/it": sec_per_iter, "epochs": epochs,
-                    "iterations": epochs * per_epoch})
+                    "iterations": epochs * per_epoch}, record=True)
 
 
-def run_inference_only(name: str, description: str, source_dir: Path, overrides: Dict,
+def run_inference_only(name: str, description: str, source_row: Dict, overrides: Dict,
                        run_dir: Path, args) -> Dict:
-    """Evaluate the weights of a finished run (``source_dir``) with other inference settings."""
-    done = run_dir / "bench_run.json"
-    if done.exists() and not args.fresh:
+    """Evaluate the weights of a finished run (the row ``source_row`` of its variant) with other
+    inference settings."""
+    finished = None if args.fresh else _finished_row(run_dir)
+    if finished:
         print(f"== {name}: reusing {run_dir}", flush=True)
-        return json.loads(done.read_text())
+        return finished
     print(f"== {name}: {description}", flush=True)
+    source_dir = Path(source_row["run_dir"])
     _train_net(str((source_dir / "config.yaml").resolve()), {**overrides, **_data_overrides(args),
                         "MODEL.WEIGHTS": str(source_dir / "model_final.pth"),
                         "OUTPUT_DIR": str(run_dir)},
                run_dir / "eval.log", extra=["--eval-only"])
-    source_row = json.loads((source_dir / "bench_run.json").read_text())
     return _finish(name, description, run_dir, (run_dir / "eval.log").read_text(), args,
                    {"train min": source_row["train min"], "iterations": source_row["iterations"],
-                    "weights of": source_row["variant"]})
+                    "weights of": source_row["variant"]}, record=True)
 
 
-def _finish(name, description, run_dir: Path, log_text: str, args, extra: Dict) -> Dict:
+def _finish(name, description, run_dir: Path, log_text: str, args, extra: Dict,
+            record: bool = False) -> Dict:
+    """The row of a finished run; with ``record``, also saved in the run (bench_run.json) for
+    the next invocation to reuse (never in a user's ``--recipe-run``)."""
     row = {"variant": name, "what": description, "budget min": args.budget_label}
     row.update(extra)
     if "train min" not in row:
@@ -323,7 +332,8 @@ def _finish(name, description, run_dir: Path, log_text: str, args, extra: Dict) 
     row.update(_score(_results_file(run_dir), args))
     row["curve"] = _curves(run_dir)
     row["run_dir"] = str(run_dir)
-    (run_dir / "bench_run.json").write_text(json.dumps(row, indent=1))
+    if record:
+        (run_dir / "bench_run.json").write_text(json.dumps(row, indent=1))
     return row
 
 
@@ -479,12 +489,16 @@ def main(argv=None) -> int:
     for name in args.variants:
         if name in INFERENCE_ONLY:
             description, source, overrides = INFERENCE_ONLY[name]
-            rows[name] = run_inference_only(name, description, args.budget_dir / source,
-                                            overrides, args.budget_dir / name, args)
+            source_row = rows.get(source) or _finished_row(args.budget_dir / source)
+            if source_row is None:
+                raise SystemExit(f"{name} predicts with the weights of {source}, which has no "
+                                 f"finished run in {args.budget_dir}: add {source} to --variants")
+            rows[name] = run_inference_only(name, description, source_row, overrides,
+                                            args.budget_dir / name, args)
     recipe = []
     if args.recipe_run:
         recipe.append(recipe_row(args.recipe_run, args))
-        recipe.append(run_inference_only("recipe_tiles", RECIPE_TILES[0], args.recipe_run,
+        recipe.append(run_inference_only("recipe_tiles", RECIPE_TILES[0], recipe[0],
                                          RECIPE_TILES[1], args.work_dir / "recipe_tiles", args))
     rows.update({row["variant"]: row for row in recipe})
     print(markdown_table([rows[k] for k in rows], COLUMNS))
