@@ -117,6 +117,14 @@ def add_seg_project_config(cfg):
     _C.INPUT.STAIN_JITTER.SIGMA = 0.05
     # Then U(-BIAS, BIAS) is added to each stain density.
     _C.INPUT.STAIN_JITTER.BIAS = 0.02
+    _C.INPUT.COPY_PASTE = CN()
+    # Copy-paste (Ghiasi et al. 2021): instances of another training image pasted at random
+    # places on top of a training image's own (seg_project/data/copy_paste.py).
+    _C.INPUT.COPY_PASTE.ENABLED = False
+    # Share of training images that receive pasted instances.
+    _C.INPUT.COPY_PASTE.PROB = 0.5
+    # At most this many instances pasted into an image (drawn uniformly from 1..MAX_INSTANCES).
+    _C.INPUT.COPY_PASTE.MAX_INSTANCES = 20
     _C.INPUT.COLOR_JITTER = CN()
     # Brightness, contrast and saturation jitter (image only).
     _C.INPUT.COLOR_JITTER.ENABLED = False

@@ -47,6 +47,14 @@ __all__ = ["CroppedMasks"]
 _PAD = 1
 
 
+def _pixel_centres(shape, origin: torch.Tensor, scale: torch.Tensor):
+    """Image coordinates of the crop pixels' centres: ``(N, cols)`` x and ``(N, rows)`` y."""
+    _, rows, cols = shape
+    cx = origin[:, :1] + (torch.arange(cols, dtype=torch.float32) + 0.5) * scale[:, :1]
+    cy = origin[:, 1:] + (torch.arange(rows, dtype=torch.float32) + 0.5) * scale[:, 1:]
+    return cx, cy
+
+
 class CroppedMasks:
     """N instance masks stored as zero-padded crops with an affine placement in the image.
 
@@ -123,13 +131,30 @@ class CroppedMasks:
         origin = self.origin - torch.tensor([x0, y0], dtype=torch.float32)
         if len(self) == 0:
             return CroppedMasks(self.tensor, origin, self.scale)
-        _, rows, cols = self.tensor.shape
-        cx = origin[:, :1] + (torch.arange(cols, dtype=torch.float32) + 0.5) * self.scale[:, :1]
-        cy = origin[:, 1:] + (torch.arange(rows, dtype=torch.float32) + 0.5) * self.scale[:, 1:]
+        cx, cy = _pixel_centres(self.tensor.shape, origin, self.scale)
         keep_x = (cx >= 0) & (cx < width)
         keep_y = (cy >= 0) & (cy < height)
         tensor = self.tensor & keep_y[:, :, None] & keep_x[:, None, :]
         return CroppedMasks(tensor, origin, self.scale)
+
+    def occlude(self, covered: torch.Tensor) -> "CroppedMasks":
+        """The masks with the pixels under ``covered`` cleared (something lies on top of them).
+
+        Args:
+            covered: ``(H, W)`` bool map of the image's covered pixels.
+
+        Returns:
+            The masks, each crop pixel cleared whose centre falls in a covered image pixel (the
+            rule of :meth:`crop`; at scale 1 exactly the covered pixels).
+        """
+        if len(self) == 0:
+            return self
+        height, width = covered.shape
+        cx, cy = _pixel_centres(self.tensor.shape, self.origin, self.scale)
+        ix, iy = cx.floor().long(), cy.floor().long()
+        inside = ((ix >= 0) & (ix < width))[:, None, :] & ((iy >= 0) & (iy < height))[:, :, None]
+        hit = covered[iy.clamp(0, height - 1)[:, :, None], ix.clamp(0, width - 1)[:, None, :]]
+        return CroppedMasks(self.tensor & ~(hit & inside), self.origin, self.scale)
 
     def pixel_counts(self) -> torch.Tensor:
         """``(N,)`` int: pixels of each mask at its crop's (source) resolution."""

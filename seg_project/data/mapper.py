@@ -16,10 +16,13 @@ Differences from Detectron2's ``DatasetMapper``, each for this kind of data:
   recomputed from the masks and instances left below ``INPUT.MIN_INSTANCE_AREA`` are dropped),
   the 8 orientations of a square (``INPUT.ROT90``), H&E stain jitter (``INPUT.STAIN_JITTER``)
   and brightness/contrast/saturation jitter (``INPUT.COLOR_JITTER``).
+- Optional copy-paste (``INPUT.COPY_PASTE``, :mod:`seg_project.data.copy_paste`): after its
+  own augmentations, a training image receives instances of another training image (augmented
+  the same way), pasted at random places on top of its own.
 """
 
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -29,6 +32,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from .augmentations import RandomDihedral, build_color_augmentations
+from .copy_paste import CopyPaste
 from .cropped_masks import CroppedMasks
 from .image_io import DatasetError, read_image
 from .intensity import IntensityRule
@@ -99,6 +103,9 @@ class CellsDatasetMapper:
         use_instance_mask: bool = True,
         min_instance_area: int = 0,
         intensity_rule: Optional[IntensityRule] = None,
+        copy_paste: Optional[CopyPaste] = None,
+        copy_paste_prob: float = 0.0,
+        paste_sources: Sequence[Dict] = (),
     ):
         """
         Args:
@@ -112,6 +119,11 @@ class CellsDatasetMapper:
                 crop: fewer visible pixels, counted at the source resolution).
             intensity_rule: the dataset's mapping of 16-bit and float images to uint8 (see
                 :mod:`seg_project.data.image_io`); None for datasets that need none.
+            copy_paste: training only: pastes instances of another training image
+                (:class:`~seg_project.data.copy_paste.CopyPaste`); None disables it.
+            copy_paste_prob: the share of training images that receive pasted instances.
+            paste_sources: the dataset dicts pasted instances are taken from (the training
+                set); copy-paste needs them (the trainer passes its training set).
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -119,15 +131,25 @@ class CellsDatasetMapper:
         self.use_instance_mask = use_instance_mask
         self.min_instance_area = min_instance_area
         self.intensity_rule = intensity_rule
+        self.copy_paste = copy_paste if is_train else None
+        self.copy_paste_prob = copy_paste_prob
+        self.paste_sources = list(paste_sources)
         mode = "training" if is_train else "inference"
         logging.getLogger(__name__).info(f"[CellsDatasetMapper] {mode} augmentations: "
                                          f"{augmentations}")
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True) -> Dict:
+    def from_config(cls, cfg, is_train: bool = True, paste_sources: Sequence[Dict] = ()) -> Dict:
         if cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT != "bitmask":
             raise ValueError("seg_project datasets hold RLE masks: set INPUT.MASK_FORMAT bitmask")
+        paste = cfg.INPUT.COPY_PASTE
+        if paste.ENABLED and not cfg.MODEL.MASK_ON:
+            raise ValueError("INPUT.COPY_PASTE pastes instance masks: it needs MODEL.MASK_ON")
         return {
+            "copy_paste": (CopyPaste(paste.MAX_INSTANCES, cfg.INPUT.MIN_INSTANCE_AREA)
+                           if paste.ENABLED and is_train else None),
+            "copy_paste_prob": paste.PROB,
+            "paste_sources": paste_sources,
             "is_train": is_train,
             "augmentations": build_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
@@ -138,19 +160,33 @@ class CellsDatasetMapper:
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         record = {k: v for k, v in dataset_dict.items() if k != "annotations"}
-        image = read_image(record["file_name"], self.intensity_rule)
-        if image.shape[:2] != (record["height"], record["width"]):
-            raise DatasetError(record["file_name"], f"image is {image.shape[0]}x{image.shape[1]}"
-                                                    f" but its record says {record['height']}x"
-                                                    f"{record['width']}")
+        image, instances = self._read_and_augment(dataset_dict)
+        if instances is not None and self.copy_paste is not None and self.paste_sources \
+                and np.random.rand() < self.copy_paste_prob:
+            source = self.paste_sources[np.random.randint(len(self.paste_sources))]
+            source_image, source_instances = self._read_and_augment(source)
+            if source_instances is not None and source_image.shape[2] == image.shape[2]:
+                image, instances = self.copy_paste(image, instances, source_image,
+                                                   source_instances)
+        record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if instances is not None:
+            record["instances"] = instances
+        return record
+
+    def _read_and_augment(self, dataset_dict: Dict):
+        """The augmented image (HWC, model format) and, in training, its instances (else
+        None)."""
+        image = read_image(dataset_dict["file_name"], self.intensity_rule)
+        if image.shape[:2] != (dataset_dict["height"], dataset_dict["width"]):
+            raise DatasetError(dataset_dict["file_name"],
+                               f"image is {image.shape[0]}x{image.shape[1]} but its record says "
+                               f"{dataset_dict['height']}x{dataset_dict['width']}")
         aug_input = T.AugInput(to_model_format(image, self.image_format))
         transforms = self.augmentations(aug_input)
         image = aug_input.image
-        record["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if self.is_train and "annotations" in dataset_dict:
-            record["instances"] = self._instances(dataset_dict["annotations"], transforms,
-                                                  image.shape[:2])
-        return record
+        if not (self.is_train and "annotations" in dataset_dict):
+            return image, None
+        return image, self._instances(dataset_dict["annotations"], transforms, image.shape[:2])
 
     def _instances(self, annotations: List[Dict], transforms, image_shape) -> Instances:
         annotations = [a for a in annotations if not a.get("iscrowd", 0)
