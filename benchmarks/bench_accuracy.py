@@ -53,7 +53,7 @@ QUICK_CONFIG = "configs/quick_schedules/mask_rcnn_R_18_FPN_cells_quick.yaml"
 NATIVE_CONFIG = "configs/mask_rcnn_R_18_FPN_cells_native_scale.yaml"
 TEST_SET = "cells_annotated_test"
 HIGH_CAP = 3000
-CALIBRATION_ITERS = 10
+CALIBRATION_ITERS = 20
 CLASS_NAMES = ["other", "inflammatory", "epithelial", "spindle"]  # CoNSeP's classes 1-4
 
 BASELINE = {"INPUT.MIN_SIZE_TRAIN": "(512,)", "INPUT.MAX_SIZE_TRAIN": 512,
@@ -65,6 +65,13 @@ NATIVE_CROPS = {"INPUT.RESIZE_MODE": "scale", "INPUT.CROP.ENABLED": True,
 CAPS = {"TEST.DETECTIONS_PER_IMAGE": 2500, "MODEL.RPN.PRE_NMS_TOPK_TEST": 3000,
         "MODEL.RPN.POST_NMS_TOPK_TEST": 3000}
 
+# The native-scale recipe as it stood before the full-budget levers (issue 21), pinned key by
+# key so that its row stays reproducible whatever the config file says today.
+RECIPE = {"SOLVER.AMP.ENABLED": False, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 1000,
+          "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 256, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 256,
+          "INPUT.ROT90.ENABLED": True, "INPUT.STAIN_JITTER.ENABLED": True}
+BF16 = {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.CPU_DTYPE": "auto"}
+
 # name -> (description, config file, overrides)
 TRAINED = {
     "baseline": ("quick config, 512 px (today)", QUICK_CONFIG, BASELINE),
@@ -72,7 +79,20 @@ TRAINED = {
     "rot90": ("+ 8 orientations", QUICK_CONFIG, {**BASELINE, "INPUT.ROT90.ENABLED": True}),
     "stain": ("+ H&E stain jitter", QUICK_CONFIG, {**BASELINE, "INPUT.STAIN_JITTER.ENABLED": True}),
     "combined": ("all levers: native-scale config", NATIVE_CONFIG, {}),
+    # Levers of the native-scale recipe at a full budget (issue 21).
+    "recipe": ("native-scale recipe as it stood (float32)", NATIVE_CONFIG, RECIPE),
+    "bf16": ("recipe + bfloat16 autocast (CPU AMP auto)", NATIVE_CONFIG, {**RECIPE, **BF16}),
+    "no_rot90": ("recipe without the 8 orientations", NATIVE_CONFIG,
+                 {**RECIPE, "INPUT.ROT90.ENABLED": False}),
+    "no_stain": ("recipe without stain jitter", NATIVE_CONFIG,
+                 {**RECIPE, "INPUT.STAIN_JITTER.ENABLED": False}),
 }
+# Variants trained for a number of iterations of another variant rather than for the budget:
+# name -> the variant whose calibrated iterations it takes (the equal-iteration comparison).
+# (rotations and stain jitter cost milliseconds of a seconds-long step: the recipe's budget.)
+EQUAL_ITERATIONS = {"bf16_iters": "recipe", "no_rot90": "recipe", "no_stain": "recipe"}
+TRAINED["bf16_iters"] = ("bf16 at the recipe's iterations (equal-iteration check)", NATIVE_CONFIG,
+                         {**RECIPE, **BF16})
 
 
 def tile_overrides(size: int, overlap: int, proposals_per_image: int, image_side: int) -> Dict:
@@ -126,7 +146,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "--recipe-run was trained")
     parser.add_argument("--picture", default=None,
                         help="test image (folder name) of the pictures (default: the first)")
-    parser.add_argument("--fresh", action="store_true", help="retrain finished variants")
+    parser.add_argument("--fresh", action="store_true",
+                        help="recalibrate and retrain finished variants")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="only measure each trained variant's step time (on an idle machine)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="train and score the variants (kept in --work-dir for a later run "
+                             "to reuse) without writing benchmarks/: for runs side by side")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3 iterations per variant, 2 test images, writes nothing "
                              "in benchmarks/")
@@ -268,8 +294,26 @@ def _finished_row(run_dir: Path) -> Optional[Dict]:
     return json.loads(done.read_text()) if done.exists() else None
 
 
+def calibrate(name: str, args) -> float:
+    """Seconds per iteration of a variant, from a short training run on this machine.
+
+    The run's log is kept in ``<work-dir>/calibration/<variant>`` (outside the budget's folder)
+    and reused: calibrate every variant once on an idle machine (``--calibrate-only``), then
+    train variants side by side; each still gets the iterations its idle step time buys.
+    """
+    _, config, overrides = TRAINED[name]
+    calib_dir = args.work_dir / "calibration" / name
+    log_path = calib_dir / "train.log"
+    if args.fresh or not log_path.exists() or "Overall training speed" not in log_path.read_text():
+        print(f"== {name}: calibrating ({CALIBRATION_ITERS} iterations)", flush=True)
+        _train_net(config, {**overrides, **_data_overrides(args), "DATASETS.TEST": "()",
+                            "SOLVER.EPOCHS": 0, "SOLVER.MAX_ITER": CALIBRATION_ITERS,
+                            "OUTPUT_DIR": str(calib_dir)}, log_path)
+    return _seconds_per_iter(log_path.read_text())
+
+
 def run_trained(name: str, args, num_images: int) -> Dict:
-    """Calibrate, train and evaluate one variant (or reuse its finished run)."""
+    """Train and evaluate one variant for the budget (or reuse its finished run)."""
     description, config, overrides = TRAINED[name]
     run_dir = args.budget_dir / name
     data = _data_overrides(args)
@@ -281,12 +325,10 @@ def run_trained(name: str, args, num_images: int) -> Dict:
     if args.quick:
         iterations, sec_per_iter = 3, None
     else:
-        calib_dir = run_dir / "calibration"
-        _train_net(config, {**overrides, **data, "DATASETS.TEST": "()", "SOLVER.EPOCHS": 0,
-                            "SOLVER.MAX_ITER": CALIBRATION_ITERS, "OUTPUT_DIR": str(calib_dir)},
-                   calib_dir / "train.log")
-        sec_per_iter = _seconds_per_iter((calib_dir / "train.log").read_text())
-        iterations = max(1, int(args.minutes * 60 / sec_per_iter))
+        sec_per_iter = calibrate(name, args)
+        paced_by = calibrate(EQUAL_ITERATIONS[name], args) if name in EQUAL_ITERATIONS \
+            else sec_per_iter
+        iterations = max(1, int(args.minutes * 60 / paced_by))
     per_epoch = _iters_per_epoch(config, overrides, num_images)
     epochs = max(1, round(iterations / per_epoch))
     every = epochs if args.quick else max(1, math.ceil(epochs / args.evaluations))
@@ -482,6 +524,11 @@ def main(argv=None) -> int:
         args.data = _smoke_data(args.data, args.work_dir / "smoke_data")
     num_images = sum(1 for p in (args.data / "train").iterdir() if (p / "image.tif").exists())
     started = time.time()
+    if args.calibrate_only:
+        for name in args.variants:
+            if name in TRAINED:
+                print(f"{name}: {calibrate(name, args):.3f} s/it", flush=True)
+        return 0
     rows = {}
     for name in args.variants:
         if name in TRAINED:
@@ -503,7 +550,7 @@ def main(argv=None) -> int:
     rows.update({row["variant"]: row for row in recipe})
     print(markdown_table([rows[k] for k in rows], COLUMNS))
     print(f"bench_accuracy: {(time.time() - started) / 60:.1f} minutes")
-    if args.quick:
+    if args.quick or args.no_report:
         return 0
     store_path = REPO_ROOT / "benchmarks" / "accuracy_results.json"
     store = json.loads(store_path.read_text()) if store_path.exists() else {"budgets": {}}
