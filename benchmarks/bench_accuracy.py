@@ -53,7 +53,7 @@ QUICK_CONFIG = "configs/quick_schedules/mask_rcnn_R_18_FPN_cells_quick.yaml"
 NATIVE_CONFIG = "configs/mask_rcnn_R_18_FPN_cells_native_scale.yaml"
 TEST_SET = "cells_annotated_test"
 HIGH_CAP = 3000
-CALIBRATION_ITERS = 20
+CALIBRATION_ITERS = 40
 CLASS_NAMES = ["other", "inflammatory", "epithelial", "spindle"]  # CoNSeP's classes 1-4
 
 BASELINE = {"INPUT.MIN_SIZE_TRAIN": "(512,)", "INPUT.MAX_SIZE_TRAIN": 512,
@@ -69,8 +69,12 @@ CAPS = {"TEST.DETECTIONS_PER_IMAGE": 2500, "MODEL.RPN.PRE_NMS_TOPK_TEST": 3000,
 # key so that its row stays reproducible whatever the config file says today.
 RECIPE = {"SOLVER.AMP.ENABLED": False, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 1000,
           "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 256, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 256,
-          "INPUT.ROT90.ENABLED": True, "INPUT.STAIN_JITTER.ENABLED": True}
+          "INPUT.ROT90.ENABLED": True, "INPUT.STAIN_JITTER.ENABLED": True,
+          "INPUT.COPY_PASTE.ENABLED": False}
 BF16 = {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.CPU_DTYPE": "auto"}
+# RoI budgets sized to a crop's nuclei (benchmarks/bench_recipe_step.py: the mask head and
+# torchvision's serial roi_align backward scale with the sampled RoIs).
+LEAN_ROIS = {"MODEL.RPN.POST_NMS_TOPK_TRAIN": 500, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 128}
 
 # name -> (description, config file, overrides)
 TRAINED = {
@@ -82,6 +86,10 @@ TRAINED = {
     # Levers of the native-scale recipe at a full budget (issue 21).
     "recipe": ("native-scale recipe as it stood (float32)", NATIVE_CONFIG, RECIPE),
     "bf16": ("recipe + bfloat16 autocast (CPU AMP auto)", NATIVE_CONFIG, {**RECIPE, **BF16}),
+    "copy_paste": ("recipe + copy-paste", NATIVE_CONFIG,
+                   {**RECIPE, "INPUT.COPY_PASTE.ENABLED": True}),
+    "lean_rois": ("recipe + 500 proposals, 128 RoIs per crop", NATIVE_CONFIG,
+                  {**RECIPE, **LEAN_ROIS}),
     "no_rot90": ("recipe without the 8 orientations", NATIVE_CONFIG,
                  {**RECIPE, "INPUT.ROT90.ENABLED": False}),
     "no_stain": ("recipe without stain jitter", NATIVE_CONFIG,
@@ -90,9 +98,12 @@ TRAINED = {
 # Variants trained for a number of iterations of another variant rather than for the budget:
 # name -> the variant whose calibrated iterations it takes (the equal-iteration comparison).
 # (rotations and stain jitter cost milliseconds of a seconds-long step: the recipe's budget.)
-EQUAL_ITERATIONS = {"bf16_iters": "recipe", "no_rot90": "recipe", "no_stain": "recipe"}
+EQUAL_ITERATIONS = {"bf16_iters": "recipe", "lean_rois_iters": "recipe", "no_rot90": "recipe",
+                    "no_stain": "recipe"}
 TRAINED["bf16_iters"] = ("bf16 at the recipe's iterations (equal-iteration check)", NATIVE_CONFIG,
                          {**RECIPE, **BF16})
+TRAINED["lean_rois_iters"] = ("lean_rois at the recipe's iterations (equal-iteration check)",
+                              NATIVE_CONFIG, {**RECIPE, **LEAN_ROIS})
 
 
 def tile_overrides(size: int, overlap: int, proposals_per_image: int, image_side: int) -> Dict:
