@@ -18,6 +18,10 @@ run of each library on the 14 test images; profile: one step per size); a machin
 other work stretches it (the figures are interleaved, so the ratios hold). ``--quick`` is a
 smoke run (512 px only, fewest iterations and images) that writes
 benchmarks/RESULTS-quick.md instead of RESULTS.md. On CUDA everything runs with AMP.
+``--only NAME ...`` reruns some benchmarks and keeps the other sections of the results file
+as they were (the file's header says which sections come from which run).
+bench_recipe_step (the native-scale recipe's step, float32 and bfloat16, on the CPU) adds
+about 8 minutes.
 """
 
 import argparse
@@ -56,6 +60,7 @@ BENCHMARKS = {
     "bench_submission": True,
     "bench_evaluation": True,
     "bench_profile": True,
+    "bench_recipe_step": False,
 }
 
 
@@ -160,6 +165,30 @@ def _render(sections: List[Dict], info: Dict[str, str], command: str, total: flo
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _sections(text: str) -> List[List[str]]:
+    """A results file cut at its "## " headings (the first piece is the file's header)."""
+    pieces: List[List[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            pieces.append([])
+        pieces[-1].append(line)
+    return pieces
+
+
+def _merge(earlier: str, rerun: str, titles: List[str]) -> str:
+    """The earlier results file with the sections of ``titles`` replaced by the rerun's
+    (appended when the earlier file lacks them); its header, machine and targets are kept and
+    a line says when and how the rerun sections were written."""
+    rerun_pieces = _sections(rerun)
+    new = {piece[0]: piece for piece in rerun_pieces[1:] if piece[0][3:] in titles}
+    written = next((line for line in rerun_pieces[0] if line.startswith("Written")), "Written")
+    old = _sections(earlier)
+    note = f"Sections {', '.join(titles)}: w{written[1:]}"
+    pieces = [old[0] + [note, ""]] + [new.pop(piece[0], piece) for piece in old[1:]]
+    pieces += list(new.values())
+    return "\n".join("\n".join(piece).rstrip() + "\n" for piece in pieces)
+
+
 def run(argv=None) -> List[Dict]:
     """Run the benchmarks, write the results file; returns one section dict per benchmark
     (``rows``, or ``error`` / ``skipped``)."""
@@ -171,12 +200,15 @@ def run(argv=None) -> List[Dict]:
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
     sections, start = [], time.perf_counter()
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    earlier = args.output.read_text() if args.output.exists() else ""
     for index, name in enumerate(names):
         print(f"== {name}", file=sys.stderr, flush=True)
         sections.append(_run_one(name, _bench_argv(name, args, device.type)))
         # Written after every benchmark, so that a run cut short keeps what it measured.
         text = _render(sections, info, command, time.perf_counter() - start, args.quick,
                        pending=len(names) - index - 1)
+        if args.only and earlier:
+            text = _merge(earlier, text, [s.get("title", s["name"]) for s in sections])
         write_text(args.output, text)
     print(text)
     try:
