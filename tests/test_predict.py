@@ -16,6 +16,7 @@ from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.reader import load_mapping
 from seg_project.inference.postprocess import paste_masks_as_crops
 from seg_project.submission import check_submission
+from seg_project.visualization import picture_shape
 
 predict_tool = load_tool("predict")
 
@@ -181,10 +182,13 @@ def test_visualize_model_predictions_next_to_ground_truth(synthetic_root, traine
     val_names = json.loads((trained_run / "cells_split.json").read_text())["val_names"]
     pictures = sorted(out.glob("*.png"))
     assert [p.stem for p in pictures] == sorted(val_names)
+    class_names = list(get_seg_project_cfg().DATASETS.CELLS.CLASS_NAMES)
     for picture in pictures:
         image = read_image(synthetic_root / "train" / picture.stem / "image.tif")
         drawn = read_image(picture)
-        assert drawn.shape == (image.shape[0], 2 * image.shape[1], 3)  # ground truth | model
+        height, width = picture_shape(*image.shape[:2], class_names)  # with the legend strip
+        assert drawn.shape == (height, 2 * image.shape[1], 3)  # ground truth | model
+        assert width == image.shape[1] and height >= image.shape[0]
         assert not np.array_equal(drawn[:, :image.shape[1]], image)
 
 

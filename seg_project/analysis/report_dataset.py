@@ -196,8 +196,7 @@ def _picture(evaluated: EvaluatedSet, image_id: int, entries: List[Dict],
     image = read_image(record["file_name"])
     truth = draw_ground_truth(image, record, evaluated.metadata)
     predicted = draw_predictions(image, entries, evaluated.metadata, score_threshold,
-                                 max_instances=None, bbox_format="xywh",
-                                 where=str(evaluated.results_file))
+                                 bbox_format="xywh", where=str(evaluated.results_file))
     picture = side_by_side(truth, predicted)
     factor = MIN_PICTURE_WIDTH // picture.shape[1]
     if factor > 1:  # small images: enlarged (nearest pixel) to be readable
