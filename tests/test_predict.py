@@ -225,6 +225,16 @@ def test_predict_checks_the_output_before_loading_the_model(synthetic_root, trai
                   "folder\n"
 
 
+def test_geojson_objects_are_detections_unless_asked():
+    args = predict_tool.build_parser().parse_args(
+        ["--config-file", "c.yaml", "--weights", "w.pth", "--images", "x", "--out", "o"])
+    assert args.object_type == "detection"
+    with pytest.raises(SystemExit):
+        predict_tool.build_parser().parse_args(
+            ["--config-file", "c.yaml", "--weights", "w.pth", "--images", "x", "--out", "o",
+             "--object-type", "cell"])
+
+
 def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tmp_path, capsys):
     """--format coco geojson label-tiff course: the same detections in each format (one
     GeoJSON feature per non-empty mask, label maps, a course-layout dataset the reader loads
@@ -236,8 +246,10 @@ def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tm
     images = synthetic_root / "test_release"
     argv = predict_argv(synthetic_root, trained_run, out, "--images", str(images), "--id-map",
                         str(synthetic_root / "test_image_name_to_ids.json"), "--format", "coco",
-                        "geojson", "label-tiff", "course", "--max-detections", "20")
+                        "geojson", "label-tiff", "course", "--max-detections", "20",
+                        "--object-type", "annotation")
     assert predict_tool.main(argv) == 0
+    class_names = list(get_seg_project_cfg().DATASETS.CELLS.CLASS_NAMES)
     entries = json.loads((out / "test-results.json").read_text())
     mapping = {m["file_name"]: m["id"] for m in load_mapping(
         synthetic_root / "test_image_name_to_ids.json")}
@@ -252,6 +264,15 @@ def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tm
         classes = read_mask(out / "labels" / f"{image.stem}_classes.tif")
         assert instances.shape == classes.shape == tuple(own[0]["segmentation"]["size"])
         assert ((instances > 0) == (classes > 0)).all() and instances.max() <= len(nonempty)
+        # editable QuPath annotations, as asked for
+        assert {f["properties"]["objectType"] for f in collection["features"]} <= {"annotation"}
+        # the label TIFFs' numbers named in their sidecar
+        labels = json.loads((out / "labels" / f"{image.stem}_labels.json").read_text())
+        assert [c["name"] for c in labels["classes"]] == class_names
+        assert len(labels["instances"]) == instances.max()
+        for instance in labels["instances"]:
+            assert np.all(classes[instances == instance["id"]] == instance["class_id"])
+    assert any(json.loads(p.read_text())["features"] for p in (out / "geojson").iterdir())
     records = load_annotated_split(out / "course", 4, cache_dir=False)
     assert len(records) == len(list(images.glob("*.tif")))
     assert predict_tool.main(["--overwrite", *argv]) == 0  # --overwrite replaces them all
