@@ -267,6 +267,27 @@ def test_the_legend_says_which_score_threshold_was_drawn(metadata):
     assert (corner == corner[0, 0]).all()
 
 
+@pytest.mark.parametrize("width", [170, 260, 600, 1024])
+def test_what_was_drawn_stays_in_the_strip_clear_of_the_title(width):
+    from seg_project.visualization import text
+
+    names = ["other", "inflammatory", "epithelial", "spindle"]
+    lines = [f"{name}: 1234" for name in names]
+    colors = [[255, 200, 0], [0, 200, 83], [0, 160, 255], [255, 110, 0]]
+    plain = text.legend_strip(width, names, lines, colors)
+    strip = text.legend_strip(width, names, lines + ["top 300 of 2283 shown"], colors,
+                              "score >= 0.55")
+    assert strip.shape == plain.shape == (vis.legend_height(width, names), width, 3)
+    rows, cols = np.nonzero(np.any(strip != plain, axis=-1))
+    assert len(rows) > 30 and cols.min() >= 2 and cols.max() <= width - 3  # all of it shows
+    titled = plain.copy()
+    text.put_title(titled, "ground truth", 0, width)
+    title = np.any(titled != plain, axis=-1).astype(np.uint8)
+    assert title.any() and title[:strip.shape[0] // 2].sum() == 0  # in the strip's last row
+    near_title = cv2.dilate(title, np.ones((3, 3), np.uint8), iterations=2) > 0
+    assert not near_title[rows, cols].any()
+
+
 def test_picture_flags_map_onto_one_draw_style():
     import argparse
 

@@ -3,9 +3,10 @@
 - The legend is a strip of its own under the image (:func:`legend_strip`), so it never
   covers a cell: a grid of the classes (a swatch of the class color, ``"name: count"``) and a
   last row with what was drawn (``"score >= 0.5"``, ``"top 300 of 675 shown"``), right-aligned
-  so that a panel title (:func:`put_title`) fits at its left. Its height depends only on the
-  picture's width and the class names (:func:`legend_height`), so two pictures of one image
-  (ground truth and predictions) get strips of one height.
+  so that a panel title (:func:`put_title`) fits at its left; on narrow pictures (under about
+  300 px) what was drawn gets a row of its own above the title's. Its height depends only on
+  the picture's width and the class names (:func:`legend_height`), so two pictures of one
+  image (ground truth and predictions) get strips of one height.
 - Panel titles are white with a dark outline; the outline is the text's own strokes widened
   (a dilation of the rendered text), so it lines up with the text at every size.
 - Both are drawn with OpenCV's Hershey font (ASCII), blended with its anti-aliasing.
@@ -39,6 +40,8 @@ _OUTLINE_COLOR = (0, 0, 0)
 _COUNT_ROOM = "000000"
 # The default panel titles of side-by-side pictures: the legend's last row leaves their room.
 _TITLE_ROOM = "ground truth"
+# A long "what was drawn" line: when it does not fit beside a title, it gets its own row.
+_INFO_ROOM = "score >= 0.55; top 300 of 2283 shown"
 
 
 def text_scale(width: int) -> float:
@@ -138,16 +141,22 @@ def _margin(scale: float) -> int:
     return max(4, int(round(10 * scale)))
 
 
-def _layout(width: int, class_names: Sequence[str]) -> Tuple[float, int, int, int]:
-    """``(scale, row height, column width, columns)`` of a legend ``width`` px wide."""
+def _layout(width: int, class_names: Sequence[str]) -> Tuple[float, int, int, int, int]:
+    """``(scale, row height, column width, columns, rows)`` of a legend ``width`` px wide:
+    the class grid's rows, then one row for what was drawn and the title, or two on a
+    picture too narrow for both in one."""
     scale = text_scale(width)
     thickness = _thickness(scale)
     row = _row_height(scale)
+    margin = _margin(scale)
     widest = max((_text_box(f"{name}: {_COUNT_ROOM}", scale, thickness)[0]
                   for name in class_names), default=0)
-    column = row + widest + 2 * _margin(scale)  # swatch, text, gap
-    columns = max(1, (width - _margin(scale)) // column)
-    return scale, row, column, columns
+    column = row + widest + 2 * margin  # swatch, text, gap
+    columns = max(1, (width - margin) // column)
+    beside = (width - 4 * margin - _text_box(_TITLE_ROOM, scale, thickness)[0]
+              >= _text_box(_INFO_ROOM, scale, thickness)[0])
+    rows = math.ceil(len(class_names) / columns) + (1 if beside else 2)
+    return scale, row, column, columns, rows
 
 
 def legend_height(width: int, class_names: Sequence[str]) -> int:
@@ -161,8 +170,8 @@ def legend_height(width: int, class_names: Sequence[str]) -> int:
     Returns:
         int: pixels.
     """
-    _, row, _, columns = _layout(width, class_names)
-    return (math.ceil(len(class_names) / columns) + 1) * row
+    _, row, _, _, rows = _layout(width, class_names)
+    return rows * row
 
 
 def legend_strip(width: int, class_names: Sequence[str], lines: Sequence[str], colors,
@@ -180,8 +189,8 @@ def legend_strip(width: int, class_names: Sequence[str], lines: Sequence[str], c
     Returns:
         np.ndarray: ``(legend_height(width, class_names), width, 3)`` ``uint8`` RGB.
     """
-    scale, row, column, columns = _layout(width, class_names)
-    strip = np.empty((legend_height(width, class_names), width, 3), np.uint8)
+    scale, row, column, columns, rows = _layout(width, class_names)
+    strip = np.empty((rows * row, width, 3), np.uint8)
     strip[:] = STRIP_BACKGROUND
     margin = _margin(scale)
     swatch = max(6, row // 2)
@@ -197,14 +206,17 @@ def legend_strip(width: int, class_names: Sequence[str], lines: Sequence[str], c
         put_text(strip, line, left + swatch + margin // 2, top + row - lift, scale, _NOTE_COLOR)
     text = "; ".join([t for t in (info, *lines[k:]) if t])
     if text:
-        room = width - 2 * margin - _text_box(_TITLE_ROOM, scale, _thickness(scale))[0] - margin
+        beside = rows == math.ceil(k / columns) + 1
+        room = width - 2 * margin
+        if beside:
+            room -= _text_box(_TITLE_ROOM, scale, _thickness(scale))[0] + 2 * margin
         info_scale = scale
         text_width = _text_box(text, scale, _thickness(scale))[0]
-        if text_width > room > 0:  # a long note on a narrow picture: smaller letters
-            info_scale = max(0.3, scale * room / text_width)
+        while text_width > room > 0:  # a long note: smaller letters (widths are not linear)
+            info_scale *= 0.97 * room / text_width
             text_width = _text_box(text, info_scale, _thickness(info_scale))[0]
-        put_text(strip, text, width - margin - text_width, strip.shape[0] - lift, info_scale,
-                 _NOTE_COLOR)
+        put_text(strip, text, width - margin - text_width,
+                 strip.shape[0] - lift - (0 if beside else row), info_scale, _NOTE_COLOR)
     return strip
 
 
