@@ -27,6 +27,7 @@ from seg_project.export.label_tiff import (
     class_instance_masks,
     course_layout_folder,
     label_dtype,
+    label_sidecar_path,
     label_tiff_paths,
     paint_label_maps,
     write_course_layout,
@@ -97,7 +98,8 @@ def validate_ring(ring, where):
     assert len({tuple(p) for p in ring[:-1]}) == len(ring) - 1, f"{where}: repeated vertex"
 
 
-def validate_qupath_geojson(data, class_names=CLASS_NAMES, colors=COLORS):
+def validate_qupath_geojson(data, class_names=CLASS_NAMES, colors=COLORS,
+                            object_type="detection"):
     """The structure QuPath's GeoJSON reader (0.4 / 0.5) relies on, checked strictly."""
     assert data["type"] == "FeatureCollection"
     assert isinstance(data["features"], list)
@@ -122,7 +124,7 @@ def validate_qupath_geojson(data, class_names=CLASS_NAMES, colors=COLORS):
                 area2 = shoelace2(ring)
                 assert (area2 > 0) if r == 0 else (area2 < 0), f"{where}: RFC 7946 orientation"
         properties = feature["properties"]
-        assert properties["objectType"] == "detection", where
+        assert properties["objectType"] == object_type, where
         classification = properties["classification"]
         assert classification["name"] in class_names, where
         color = classification["color"]
@@ -247,6 +249,22 @@ def test_write_geojson_file(tmp_path, entries):
     assert [p.name for p in path.parent.iterdir()] == ["img_a.geojson"]  # no temporary left
 
 
+def test_geojson_objects_are_detections_or_editable_annotations(tmp_path, entries):
+    detections = predictions_to_geojson(entries, CLASS_NAMES, COLORS, image_name="img_a")
+    annotations = predictions_to_geojson(entries, CLASS_NAMES, COLORS, image_name="img_a",
+                                         object_type="annotation")
+    validate_qupath_geojson(detections)  # the default: detections
+    validate_qupath_geojson(annotations, object_type="annotation")
+    for feature in annotations["features"]:  # nothing else changes
+        feature["properties"]["objectType"] = "detection"
+    assert annotations == detections
+    path = write_geojson(tmp_path / "a.geojson", entries, CLASS_NAMES, COLORS,
+                         object_type="annotation")
+    validate_qupath_geojson(json.loads(path.read_text()), object_type="annotation")
+    with pytest.raises(ValueError, match="object type"):
+        predictions_to_geojson(entries, CLASS_NAMES, COLORS, object_type="cell")
+
+
 def test_default_colors_are_the_catalog_colors(entries):
     from seg_project.data.catalog import distinct_colors
 
@@ -280,6 +298,31 @@ def test_label_tiffs_round_trip(tmp_path, entries):
         assert iou(instances == index + 1, mask) >= 0.98
         assert np.all(classes[instances == index + 1] == e["category_id"])
     assert np.array_equal(classes > 0, instances > 0)
+
+
+def test_label_tiffs_sidecar_names_classes_and_instances(tmp_path, entries):
+    written = write_label_tiffs(tmp_path, "img_a", entries, H, W, CLASS_NAMES, COLORS)
+    sidecar = label_sidecar_path(tmp_path, "img_a")
+    assert written == [*label_tiff_paths(tmp_path, "img_a"), sidecar]
+    assert sidecar.name == "img_a_labels.json"
+    labels = json.loads(sidecar.read_text(encoding="utf-8"))
+    assert labels["instances_file"] == "img_a_instances.tif"
+    assert labels["classes_file"] == "img_a_classes.tif" and labels["background"] == 0
+    assert labels["classes"] == [{"id": n, "name": name, "color": color} for n, (name, color)
+                                 in enumerate(zip(CLASS_NAMES, COLORS), start=1)]
+    instances, classes = read_mask(written[0]), read_mask(written[1])
+    assert [i["id"] for i in labels["instances"]] == list(range(1, int(instances.max()) + 1))
+    for instance in labels["instances"]:  # each id's class is the class TIFF's there
+        assert set(np.unique(classes[instances == instance["id"]])) == {instance["class_id"]}
+    order = paint_label_maps(entries, H, W, return_order=True)[2]
+    assert [i["score"] for i in labels["instances"]] == [entries[k]["score"] for k in order]
+    assert [i["class_id"] for i in labels["instances"]] == [entries[k]["category_id"]
+                                                           for k in order]
+    # A class outside the names is refused before anything is written.
+    with pytest.raises(DatasetError, match="category_id 5"):
+        write_label_tiffs(tmp_path / "bad", "img", [dict(entries[0], category_id=5)], H, W,
+                          CLASS_NAMES, COLORS)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_overlap_higher_score_wins():

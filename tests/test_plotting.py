@@ -290,3 +290,23 @@ def test_pathology_metrics_are_drawn_per_epoch(tmp_path):
     # without pathology keys there is no pathology figure
     assert "pathology.png" not in {p.name for p in plot_runs([load_run(STEP_RUN)],
                                                                tmp_path / "out2")}
+
+
+def test_lr_is_drawn_as_steps_through_every_logged_point():
+    """A schedule's steps show as steps (each logged rate held until the next log), never as
+    ramps joining two logged points."""
+    from seg_project.analysis.plots import lr_figure, run_colors
+
+    run = load_run(STEP_RUN)
+    its, lr = run.series["lr"]
+    assert len(np.unique(lr)) >= 3  # warmup and two steps
+    line = lr_figure([run], run_colors(1)).axes[0].lines[0]
+    np.testing.assert_array_equal(line.get_xdata(), its)  # every logged point
+    np.testing.assert_array_equal(line.get_ydata(), lr)
+    vertices = line.get_path().vertices
+    moves = np.diff(vertices, axis=0)
+    assert not np.any((moves[:, 0] != 0) & (moves[:, 1] != 0))  # no ramp anywhere
+    # The rate logged at a point holds until the next one, then changes there.
+    change = int(np.flatnonzero(np.diff(lr))[-1])
+    assert [its[change + 1], lr[change]] in vertices.tolist()
+    assert lr_figure([], []) is None

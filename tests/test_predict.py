@@ -16,6 +16,7 @@ from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.reader import load_mapping
 from seg_project.inference.postprocess import paste_masks_as_crops
 from seg_project.submission import check_submission
+from seg_project.visualization import picture_shape
 
 predict_tool = load_tool("predict")
 
@@ -181,10 +182,13 @@ def test_visualize_model_predictions_next_to_ground_truth(synthetic_root, traine
     val_names = json.loads((trained_run / "cells_split.json").read_text())["val_names"]
     pictures = sorted(out.glob("*.png"))
     assert [p.stem for p in pictures] == sorted(val_names)
+    class_names = list(get_seg_project_cfg().DATASETS.CELLS.CLASS_NAMES)
     for picture in pictures:
         image = read_image(synthetic_root / "train" / picture.stem / "image.tif")
         drawn = read_image(picture)
-        assert drawn.shape == (image.shape[0], 2 * image.shape[1], 3)  # ground truth | model
+        height, width = picture_shape(*image.shape[:2], class_names)  # with the legend strip
+        assert drawn.shape == (height, 2 * image.shape[1], 3)  # ground truth | model
+        assert width == image.shape[1] and height >= image.shape[0]
         assert not np.array_equal(drawn[:, :image.shape[1]], image)
 
 
@@ -221,6 +225,16 @@ def test_predict_checks_the_output_before_loading_the_model(synthetic_root, trai
                   "folder\n"
 
 
+def test_geojson_objects_are_detections_unless_asked():
+    args = predict_tool.build_parser().parse_args(
+        ["--config-file", "c.yaml", "--weights", "w.pth", "--images", "x", "--out", "o"])
+    assert args.object_type == "detection"
+    with pytest.raises(SystemExit):
+        predict_tool.build_parser().parse_args(
+            ["--config-file", "c.yaml", "--weights", "w.pth", "--images", "x", "--out", "o",
+             "--object-type", "cell"])
+
+
 def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tmp_path, capsys):
     """--format coco geojson label-tiff course: the same detections in each format (one
     GeoJSON feature per non-empty mask, label maps, a course-layout dataset the reader loads
@@ -232,8 +246,10 @@ def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tm
     images = synthetic_root / "test_release"
     argv = predict_argv(synthetic_root, trained_run, out, "--images", str(images), "--id-map",
                         str(synthetic_root / "test_image_name_to_ids.json"), "--format", "coco",
-                        "geojson", "label-tiff", "course", "--max-detections", "20")
+                        "geojson", "label-tiff", "course", "--max-detections", "20",
+                        "--object-type", "annotation")
     assert predict_tool.main(argv) == 0
+    class_names = list(get_seg_project_cfg().DATASETS.CELLS.CLASS_NAMES)
     entries = json.loads((out / "test-results.json").read_text())
     mapping = {m["file_name"]: m["id"] for m in load_mapping(
         synthetic_root / "test_image_name_to_ids.json")}
@@ -248,6 +264,15 @@ def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tm
         classes = read_mask(out / "labels" / f"{image.stem}_classes.tif")
         assert instances.shape == classes.shape == tuple(own[0]["segmentation"]["size"])
         assert ((instances > 0) == (classes > 0)).all() and instances.max() <= len(nonempty)
+        # editable QuPath annotations, as asked for
+        assert {f["properties"]["objectType"] for f in collection["features"]} <= {"annotation"}
+        # the label TIFFs' numbers named in their sidecar
+        labels = json.loads((out / "labels" / f"{image.stem}_labels.json").read_text())
+        assert [c["name"] for c in labels["classes"]] == class_names
+        assert len(labels["instances"]) == instances.max()
+        for instance in labels["instances"]:
+            assert np.all(classes[instances == instance["id"]] == instance["class_id"])
+    assert any(json.loads(p.read_text())["features"] for p in (out / "geojson").iterdir())
     records = load_annotated_split(out / "course", 4, cache_dir=False)
     assert len(records) == len(list(images.glob("*.tif")))
     assert predict_tool.main(["--overwrite", *argv]) == 0  # --overwrite replaces them all

@@ -9,7 +9,9 @@ import contextlib
 import io
 import json
 import math
+import re
 import shutil
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,8 +23,11 @@ import yaml
 from conftest import load_tool
 from pycocotools.coco import COCO
 
+from seg_project.analysis.curves import load_run
 from seg_project.analysis.report import SECTION_IDS, format_metric, last_evaluation, write_report
-from seg_project.analysis.report_dataset import pick_best_worst
+from seg_project.analysis.report_dataset import PANEL_SIZE, pick_best_worst
+from seg_project.analysis.report_run import read_environment, read_timing
+from seg_project.data.image_io import read_image
 from seg_project.evaluation.confusion import confusion_matrix, format_confusion, match_greedy
 from seg_project.utils.errors import DatasetError
 
@@ -210,6 +215,110 @@ def test_best_and_worst_images_carry_their_pq(report, trained_run):
     assert pqs[0] >= pqs[1]
     assert np.mean(pqs) == pytest.approx(_last_eval_line(trained_run)["pathology/PQ"],
                                          abs=1e-5)
+
+
+def test_headline_comes_first_and_settings_are_folded_away(report, trained_run):
+    path, page, _ = report
+    text = path.read_text(encoding="utf-8")
+    # The page opens with the headline: before the links, the metric tables and settings.
+    assert page.ids.index("headline") < page.ids.index("final-metrics")
+    assert text.index('id="headline"') < text.index("<nav>") < text.index('id="settings"')
+    last = _last_eval_line(trained_run)
+    best_metric = _config(trained_run)["TEST"]["BEST_METRIC"]
+    headline = page.keyed_cells("headline")
+    assert headline[best_metric] == format_metric(best_metric, last[best_metric])
+    assert headline["pathology/PQ"] == format_metric("pathology/PQ", last["pathology/PQ"])
+    assert list(SECTION_IDS) == [i for i in page.ids if i in SECTION_IDS]  # the order
+    settings = text[text.index('id="settings"'):]
+    assert settings.index("<details>") < settings.index("<table")  # collapsed
+    assert text.index('id="headline"') < 1500 + text.index("<body>")  # near the top
+
+
+def test_the_run_section_has_timing_and_environment(report, trained_run):
+    path, page, _ = report
+    run_cells = [c["text"] for c in page.cells if c["section"] == "run"]
+    times = [json.loads(line).get("time") for line in
+             (trained_run / "metrics.json").read_text().splitlines()]
+    seconds = float(np.median([t for t in times if t is not None]))
+    assert f"{seconds:.3g} s/iter" in " ".join(run_cells)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    import detectron2
+    import torch
+    assert any(c.startswith(torch.__version__.split("+")[0]) for c in run_cells)
+    assert any(c.startswith(detectron2.__version__) for c in run_cells)
+    assert any(c.startswith(python) for c in run_cells)
+    assert "cpu" in run_cells  # the config's device
+
+
+def test_timing_and_environment_are_read_from_the_log(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path / "run", inference=False)
+    (run / "log.txt").write_text(
+        "[12/03 07:49:03] detectron2 INFO: Environment info:\n"
+        "-------------------  ----------------------\n"
+        "sys.platform         linux\n"
+        "Python               3.99.1 (main) [GCC 12.2.0]\n"
+        "detectron2           0.6 @/site-packages/detectron2\n"
+        "PyTorch              9.1.0 @/site-packages/torch\n"
+        "GPU available        No: torch.cuda.is_available() == False\n"
+        "-------------------  ----------------------\n"
+        "PyTorch built with:\n  - GCC 13.3\n"
+        "[12/03 07:49:04] seg_project.engine.mixed_precision INFO: Mixed precision: cpu "
+        "bfloat16: SOLVER.AMP.CPU_DTYPE auto, native (avx512_bf16)\n"
+        "[12/03 07:49:06] d2.evaluation.evaluator INFO: Total inference time: 0:00:01.5 "
+        "(0.750000 s / iter per device, on 1 devices)\n"
+        "[12/03 07:49:09] d2.evaluation.evaluator INFO: Total inference time: 0:00:01.0 "
+        "(0.250000 s / iter per device, on 1 devices)\n"
+        "[12/03 07:49:09] d2.engine.hooks INFO: Total training time: 0:00:04 (0:00:03 on "
+        "hooks)\n")
+    config = _config(run)
+    environment = read_environment(run, config)
+    assert dict(environment.rows) == {
+        "Python": "3.99.1 (main) [GCC 12.2.0]", "PyTorch": "9.1.0 @/site-packages/torch",
+        "detectron2": "0.6 @/site-packages/detectron2", "sys.platform": "linux",
+        "GPU available": "No: torch.cuda.is_available() == False"}
+    assert environment.precision.startswith("bfloat16: SOLVER.AMP.CPU_DTYPE auto")
+    assert environment.device == config["MODEL"]["DEVICE"]
+    timing = read_timing(run, load_run(run), config)
+    assert timing.inference_seconds_per_image == 0.25  # the last evaluation's
+    assert timing.training_time == "0:00:04"
+    assert timing.seconds_per_image == pytest.approx(
+        timing.seconds_per_iter / config["SOLVER"]["IMS_PER_BATCH"])
+    write_report(run)
+    text = (run / "report.html").read_text()
+    assert "3.99.1" in text and "0.25 s/image" in text and "bfloat16" in text
+    (run / "log.txt").unlink()  # nothing logged: said so, the page still renders
+    environment = read_environment(run, config)
+    assert environment.rows == [] and "log.txt" in environment.notes[0]
+    assert read_timing(run, load_run(run), config).inference_seconds_per_image is None
+    assert write_report(run).is_file()
+
+
+def _card_pictures(path):
+    import cv2
+
+    text = path.read_text(encoding="utf-8")
+    for src in re.findall(r'<img src="data:image/png;base64,([^"]+)"[^>]*data-image-id', text):
+        data = np.frombuffer(base64.b64decode(src), np.uint8)
+        yield cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_best_and_worst_pictures_are_readable_with_a_legend(report, trained_run):
+    from seg_project.visualization.text import STRIP_BACKGROUND
+
+    path, _, _ = report
+    pictures = list(_card_pictures(path))
+    assert len(pictures) == 2
+    val_sizes = [tuple(read_image(p).shape[:2]) for p in sorted(
+        (Path(_config(trained_run)["DATASETS"]["CELLS"]["ROOT"]) / "train").glob(
+            "*/image.tif"))]
+    for picture in pictures:
+        height, width = picture.shape[:2]
+        # Each half drawn with a PANEL_SIZE long side, whatever the image's size...
+        assert width == 2 * PANEL_SIZE or height > PANEL_SIZE
+        # ... and a legend strip under it (its background fills the bottom rows).
+        bottom = picture[-3:].reshape(-1, 3)
+        assert (bottom == STRIP_BACKGROUND).all(axis=-1).mean() > 0.8
+    assert max(max(s) for s in val_sizes) < PANEL_SIZE  # the fixture's images are small
 
 
 def test_default_page_is_replaced_and_a_run_without_evaluation_still_renders(

@@ -5,8 +5,10 @@ crop decoder, atomic writes, and the tools end to end on a tiny course-layout da
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
@@ -22,6 +24,8 @@ from seg_project.data.rle import decode, encode_crop
 from seg_project.visualization import draw as vis_draw
 from seg_project.visualization import jobs as vis_jobs
 from seg_project.visualization.instances import _decode_crops
+
+S = vis.DrawStyle
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONSEP_TEST = DATA / "consep" / "test"
@@ -126,8 +130,10 @@ def test_crop_decoder_matches_pycocotools():
 
 def test_ground_truth_is_drawn_where_the_instances_are(metadata):
     image = _image()
-    picture = vis.draw_ground_truth(image, _record(), metadata)
-    assert picture.shape == image.shape and picture.dtype == np.uint8
+    picture, info = vis.draw_ground_truth(image, _record(), metadata, return_info=True)
+    # The image's part, then the legend strip under it.
+    assert info.legend_height > 0 and picture.dtype == np.uint8
+    assert picture.shape == (H + info.legend_height, W, 3)
     for x, y, s, _ in SQUARES:
         assert _region(picture, image, x, y, s) > 0.9
     assert not np.array_equal(picture, image)
@@ -135,7 +141,7 @@ def test_ground_truth_is_drawn_where_the_instances_are(metadata):
 
 def test_ground_truth_cap_draws_fewer(metadata):
     image = _image()
-    picture = vis.draw_ground_truth(image, _record(), metadata, max_instances=1, legend=False)
+    picture = vis.draw_ground_truth(image, _record(), metadata, S(max_instances=1, legend=False))
     x, y, s, _ = SQUARES[0]
     assert _region(picture, image, x, y, s) > 0.9
     for x, y, s, _ in SQUARES[1:]:
@@ -149,24 +155,24 @@ def test_ground_truth_size_mismatch_is_refused(metadata):
 
 def test_score_threshold_and_cap_reduce_what_is_drawn(metadata):
     image = _image()
-    options = dict(labels=False, legend=False)
-    everything = vis.draw_predictions(image, _entries(), metadata, 0.0, **options)
+    options = S(labels=False, legend=False)
+    everything = vis.draw_predictions(image, _entries(), metadata, 0.0, options)
     assert all(_region(everything, image, x, y, s) > 0.9 for x, y, s, _ in SQUARES)
-    confident = vis.draw_predictions(image, _entries(), metadata, 0.5, **options)
+    confident = vis.draw_predictions(image, _entries(), metadata, 0.5, options)
     changed = [_region(confident, image, x, y, s) for x, y, s, _ in SQUARES]
     assert changed[0] > 0.9 and changed[1] > 0.9 and changed[2] < 0.2
     # The cap keeps the highest scores, whatever the order of the entries.
-    capped = vis.draw_predictions(image, _entries()[::-1], metadata, 0.0, max_instances=1,
-                                  **options)
+    capped = vis.draw_predictions(image, _entries()[::-1], metadata, 0.0,
+                                  replace(options, max_instances=1))
     changed = [_region(capped, image, x, y, s) for x, y, s, _ in SQUARES]
     assert changed[0] > 0.9 and max(changed[1:]) < 0.2
 
 
 def test_labels_add_text(metadata):
     image = _image()
-    plain = vis.draw_predictions(image, _entries(), metadata, 0.0, labels=False, legend=False)
-    labelled = vis.draw_predictions(image, _entries(), metadata, 0.0, labels=True,
-                                    legend=False)
+    plain = vis.draw_predictions(image, _entries(), metadata, 0.0, S(labels=False, legend=False))
+    labelled = vis.draw_predictions(image, _entries(), metadata, 0.0,
+                                    S(labels=True, legend=False))
     assert np.any(plain != labelled)
 
 
@@ -194,9 +200,9 @@ def test_bbox_format_detection():
 def test_xyxy_boxes_are_drawn_at_their_corners(metadata):
     image = np.full((H, W, 3), 128, np.uint8)
     entry = {"bbox": [40.0, 40.0, 80.0, 80.0], "score": 0.9, "category_id": 1}  # no mask
-    options = dict(boxes=True, labels=False, legend=False)
-    as_xyxy = vis.draw_predictions(image, [entry], metadata, bbox_format="xyxy", **options)
-    as_xywh = vis.draw_predictions(image, [entry], metadata, bbox_format="xywh", **options)
+    style = S(boxes=True, labels=False, legend=False)
+    as_xyxy = vis.draw_predictions(image, [entry], metadata, style=style, bbox_format="xyxy")
+    as_xywh = vis.draw_predictions(image, [entry], metadata, style=style, bbox_format="xywh")
 
     def right_edge(picture, x):
         return int(np.any(picture[45:75, x - 1:x + 2] != 128, axis=-1).sum())
@@ -214,6 +220,112 @@ def test_side_by_side():
     assert np.any(both[-20:, :W] != left[-20:])
     with pytest.raises(ValueError, match="one size"):
         vis.side_by_side(left, right[:10])
+
+
+def _title_pixels(half):
+    """The bright (text) and dark (outline) pixels of a panel's bottom-left title on a flat
+    grey picture."""
+    corner = half[-half.shape[0] // 4:].astype(int)
+    return (corner > 160).all(axis=-1), (corner < 60).all(axis=-1)
+
+
+@pytest.mark.parametrize("side", [180, 700, 1400])
+def test_titles_outline_lines_up_with_the_text(side):
+    """Panel titles are legible: the dark outline hugs the white strokes along the whole
+    title (it was drawn with wider letters, which drifted right of the text)."""
+    grey = np.full((side, side, 3), 128, np.uint8)
+    picture = vis.side_by_side(grey, grey)
+    for half in (picture[:, :side - 1], picture[:, side + 1:]):
+        text, outline = _title_pixels(half)
+        rows, cols = np.nonzero(text)
+        assert len(rows) > 50 and rows.max() - rows.min() >= 8  # letters of a readable size
+        near = cv2.dilate(text.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=3) > 0
+        assert outline.sum() > len(rows) // 2
+        assert not (outline & ~near).any()  # no outline away from the strokes
+        outline_cols = np.nonzero(outline.any(axis=0))[0]
+        assert abs(int(outline_cols.max()) - int(cols.max())) <= 3
+        assert abs(int(outline_cols.min()) - int(cols.min())) <= 3
+
+
+def test_the_legend_says_which_score_threshold_was_drawn(metadata):
+    image = _image()
+    entries = _entries(scores=(0.95, 0.9, 0.85))  # above both thresholds: the same cells
+    at_low, info = vis.draw_predictions(image, entries, metadata, 0.3, return_info=True)
+    at_high = vis.draw_predictions(image, entries, metadata, 0.5)
+    assert info.score_threshold == 0.3 and vis.threshold_text(0.3) == "score >= 0.3"
+    assert info.legend == ["alpha: 1", "beta: 2", "gamma: 0", "delta: 0"]
+    np.testing.assert_array_equal(at_low[:H], at_high[:H])
+    # Only the text of the strip's last row differs, at its right (the left is the title's).
+    rows, cols = np.nonzero(np.any(at_low != at_high, axis=-1))
+    assert len(rows) > 20 and cols.min() > W // 3
+    assert rows.min() >= H + info.legend_height // 2 and rows.max() < info.height
+    # Ground truth says no threshold: that part of its strip is blank.
+    truth, truth_info = vis.draw_ground_truth(image, _record(), metadata, return_info=True)
+    assert truth_info.score_threshold is None
+    assert truth.shape == at_low.shape
+    corner = truth[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert (corner == corner[0, 0]).all()
+
+
+@pytest.mark.parametrize("width", [170, 260, 600, 1024])
+def test_what_was_drawn_stays_in_the_strip_clear_of_the_title(width):
+    from seg_project.visualization import text
+
+    names = ["other", "inflammatory", "epithelial", "spindle"]
+    lines = [f"{name}: 1234" for name in names]
+    colors = [[255, 200, 0], [0, 200, 83], [0, 160, 255], [255, 110, 0]]
+    plain = text.legend_strip(width, names, lines, colors)
+    strip = text.legend_strip(width, names, lines + ["top 300 of 2283 shown"], colors,
+                              "score >= 0.55")
+    assert strip.shape == plain.shape == (vis.legend_height(width, names), width, 3)
+    rows, cols = np.nonzero(np.any(strip != plain, axis=-1))
+    assert len(rows) > 30 and cols.min() >= 2 and cols.max() <= width - 3  # all of it shows
+    titled = plain.copy()
+    text.put_title(titled, "ground truth", 0, width)
+    title = np.any(titled != plain, axis=-1).astype(np.uint8)
+    assert title.any() and title[:strip.shape[0] // 2].sum() == 0  # in the strip's last row
+    near_title = cv2.dilate(title, np.ones((3, 3), np.uint8), iterations=2) > 0
+    assert not near_title[rows, cols].any()
+
+
+def test_picture_flags_map_onto_one_draw_style():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    vis.add_picture_arguments(parser)
+    args = parser.parse_args([
+        "--out", "x", "--no-labels", "--label-limit", "7", "--boxes", "--alpha", "0.3",
+        "--min-size", "0", "--max-size", "900", "--resize", "smooth", "--max-instances", "5"])
+    assert vis.draw_style(args) == S(labels=False, label_limit=7, boxes=True, alpha=0.3,
+                                     min_size=0, max_size=900, resize="smooth",
+                                     max_instances=5)
+    assert vis.picture_options(args)["style"] == vis.draw_style(args)
+    assert vis.draw_style(parser.parse_args(["--out", "x"])) == vis.TOOL_STYLE
+    assert vis.TOOL_STYLE.min_size == vis.DEFAULT_MIN_SIZE
+    for bad in (dict(alpha=1.5), dict(label_limit=-1), dict(min_size=-1), dict(max_size=0),
+                dict(resize="cubic"), dict(max_instances=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            S(**bad)
+
+
+def test_ground_truth_half_shares_the_style_but_not_the_boxes(course_root, tmp_path, metadata):
+    records, _ = vis.load_annotated_source(course_root, class_names=["a", "b"])
+    record = records[0]
+    for annotation in record["annotations"]:  # boxes 4 px off the masks: a box would show
+        x, y, w, h = annotation["bbox"]
+        annotation["bbox"] = [x - 4, y - 4, w + 8, h + 8]
+    entries = _entries(image_id=record["image_id"])
+    style = S(boxes=True, max_instances=2, min_size=300, labels=False)
+    written = vis.render_predictions([(record, entries)], metadata, tmp_path / "p", style=style,
+                                     score_threshold=0.0, with_ground_truth=True,
+                                     progress=False)
+    picture = read_image(written[0])
+    image = read_image(record["file_name"])
+    truth = vis.draw_ground_truth(image, record, metadata, replace(style, boxes=False))
+    predicted = vis.draw_predictions(image, entries, metadata, 0.0, style)
+    expected = vis.side_by_side(truth, predicted)
+    np.testing.assert_array_equal(picture, expected)
+    assert not np.array_equal(truth, vis.draw_ground_truth(image, record, metadata, style))
 
 
 def test_save_png_is_atomic_and_keeps_existing_files(tmp_path):
@@ -268,7 +380,9 @@ def test_visualize_data_on_a_root(course_root, tmp_path):
     assert [p.name for p in pictures] == ["img_a.png", "img_b.png"]
     drawn = read_image(pictures[0])
     image = read_image(course_root / "train" / "img_a" / "image.tif")
-    assert drawn.shape == image.shape
+    # The image's size, and the legend strip under it.
+    assert drawn.shape == (*vis.picture_shape(H, W, ["class1", "class2"]), 3)
+    assert drawn.shape[0] > H and drawn.shape[1:] == image.shape[1:]
     assert all(_region(drawn, image, x, y, s) > 0.9 for x, y, s, _ in SQUARES)
     # Nothing is overwritten without --overwrite; the refusal comes before any drawing.
     before = pictures[0].read_bytes()
@@ -322,7 +436,7 @@ def test_visualize_results_with_mapping_file(course_root, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a-uuid.png", "b-uuid.png"]
     with_three = read_image(out / "b-uuid.png")  # id 7: two entries above 0.5
     image = read_image(test_dir / "b-uuid.tif")
-    assert with_three.shape == image.shape
+    assert with_three.shape == (*vis.picture_shape(H, W, vis.class_names_for(4)), 3)
     changed = [_region(with_three, image, x, y, s) for x, y, s, _ in SQUARES]
     assert changed[0] > 0.9 and changed[1] > 0.9 and changed[2] < 0.2
     with_one = read_image(out / "a-uuid.png")  # id 3: one entry
@@ -370,7 +484,7 @@ def test_visualize_results_next_to_ground_truth(course_root, tmp_path):
         "--min-size", "0"])
     assert rc == 0
     picture = read_image(out / "img_a.png")
-    assert picture.shape == (H, 2 * W, 3)
+    assert picture.shape == (H + vis.legend_height(W, ["a", "b"]), 2 * W, 3)
     image = read_image(course_root / "train" / "img_a" / "image.tif")
     for x, y, s, _ in SQUARES:
         assert _region(picture[:, :W], image, x, y, s) > 0.9  # ground truth, all three
@@ -423,7 +537,8 @@ def test_visualize_model_with_real_predictor(course_root, tmp_path):
         "--score-threshold", "0", "--min-size", "0"])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["a-uuid.png", "b-uuid.png"]
-    assert read_image(out / "a-uuid.png").shape == (H, W, 3)
+    class_names = list(cfg.DATASETS.CELLS.CLASS_NAMES)
+    assert read_image(out / "a-uuid.png").shape == (*vis.picture_shape(H, W, class_names), 3)
 
 
 # ---------------------------------------------------------------- real data
@@ -435,11 +550,12 @@ def test_consep_ground_truth_picture(metadata):
     record = load_annotated_split(CONSEP_TEST, 4, names=["test_2"], cache_dir=False)[0]
     image = read_image(record["file_name"])
     picture = vis.draw_ground_truth(image, record, metadata)
-    assert picture.shape == image.shape == (1000, 1000, 3)
+    assert image.shape == (1000, 1000, 3)
+    assert picture.shape == (1000 + vis.legend_height(1000, metadata.thing_classes), 1000, 3)
     # Every instance is drawn: (nearly) all of its pixels changed.
     union = decode(mask_util.merge([ann["segmentation"] | {"counts": ann["segmentation"][
         "counts"].encode()} for ann in record["annotations"]])) > 0
-    changed = np.any(picture != image, axis=-1)
+    changed = np.any(picture[:1000] != image, axis=-1)
     assert changed[union].mean() > 0.9
 
 
@@ -450,7 +566,9 @@ def test_course_sample_through_the_tool(tmp_path):
     assert load_tool("visualize_data").main([str(HW3), "--out", str(out),
                                              "--min-size", "0"]) == 0
     picture = read_image(out / "ta-sample.png")
-    assert picture.shape == read_image(HW3 / "train" / "ta-sample" / "image.tif").shape
+    height, width = read_image(HW3 / "train" / "ta-sample" / "image.tif").shape[:2]
+    assert picture.shape == (*vis.picture_shape(height, width, vis.class_names_for(4)), 3)
+    assert picture.shape[0] > height and picture.shape[1] == width
 
 
 def test_staff_example_boxes_are_xyxy():
@@ -519,11 +637,12 @@ def test_small_image_is_written_large_with_masks_by_nearest_neighbour(tmp_path):
     assert load_tool("visualize_data").main([str(root), "--out", str(out),
                                              "--num-classes", "2", "--no-labels"]) == 0
     picture = read_image(out / "demo.png")
-    assert picture.shape == (569, 1024, 3)  # >= 1,024 px on the long side, same aspect
-    # Where the picture differs from the plain grey image, away from the legend (top-left):
-    # exactly the cell's pixels, scaled.
-    changed = np.any(picture != 128, axis=-1)
-    changed[:120, :400] = False
+    # >= 1,024 px on the long side, same aspect; the legend strip under the image
+    legend = vis.legend_height(1024, ["class1", "class2"])
+    assert picture.shape == (569 + legend, 1024, 3)
+    # Where the image's part differs from the plain grey image: exactly the cell's pixels,
+    # scaled (the legend covers none of it).
+    changed = np.any(picture[:569] != 128, axis=-1)
     x, y, w, h = CELL
     sy, sx = 569 / SMALL_H, 1024 / SMALL_W
     rows, cols = np.nonzero(changed)
@@ -544,15 +663,15 @@ def test_small_image_is_written_large_with_masks_by_nearest_neighbour(tmp_path):
 def test_smooth_resize_keeps_masks_crisp(metadata):
     image = _image()
     record = _record()
-    nearest = vis.draw_ground_truth(image, record, metadata, min_size=600, legend=False,
-                                    labels=False)
-    smooth = vis.draw_ground_truth(image, record, metadata, min_size=600, legend=False,
-                                   labels=False, resize="smooth")
+    nearest = vis.draw_ground_truth(image, record, metadata,
+                                    S(min_size=600, legend=False, labels=False))
+    smooth = vis.draw_ground_truth(image, record, metadata,
+                                   S(min_size=600, legend=False, labels=False, resize="smooth"))
     assert nearest.shape == smooth.shape == (540, 600, 3)
     empty = {**record, "annotations": []}
-    plain_nearest = vis.draw_ground_truth(image, empty, metadata, min_size=600, legend=False)
-    plain_smooth = vis.draw_ground_truth(image, empty, metadata, min_size=600, legend=False,
-                                         resize="smooth")
+    plain_nearest = vis.draw_ground_truth(image, empty, metadata, S(min_size=600, legend=False))
+    plain_smooth = vis.draw_ground_truth(image, empty, metadata,
+                                         S(min_size=600, legend=False, resize="smooth"))
     assert not np.array_equal(plain_nearest, plain_smooth)
     # The same pixels are drawn on: the masks do not depend on how the image is resized.
     drawn_nearest = np.any(nearest != plain_nearest, axis=-1)
@@ -560,7 +679,7 @@ def test_smooth_resize_keeps_masks_crisp(metadata):
     assert drawn_nearest.sum() > 3000
     assert (drawn_nearest != drawn_smooth).mean() < 1e-3
     with pytest.raises(ValueError, match="resize"):
-        vis.draw_ground_truth(image, record, metadata, resize="cubic")
+        vis.draw_ground_truth(image, record, metadata, S(resize="cubic"))
 
 
 def test_picture_style_decides_labels_by_count():
@@ -582,27 +701,27 @@ def test_picture_style_decides_labels_by_count():
 def test_above_the_label_limit_no_text_is_drawn(metadata):
     image = _image()
     crowd = _grid_entries(60)
-    options = dict(score_threshold=0.0, legend=False)
-    default, info = vis.draw_predictions(image, crowd, metadata, return_info=True, **options)
+    options = S(legend=False)
+    default, info = vis.draw_predictions(image, crowd, metadata, 0.0, options, return_info=True)
     assert info.shown == 60 and not info.style.labels and info.style.crowded
-    without = vis.draw_predictions(image, crowd, metadata, labels=False, **options)
-    with_labels = vis.draw_predictions(image, crowd, metadata, labels=True, **options)
+    without = vis.draw_predictions(image, crowd, metadata, 0.0, replace(options, labels=False))
+    with_labels = vis.draw_predictions(image, crowd, metadata, 0.0, replace(options, labels=True))
     np.testing.assert_array_equal(default, without)  # no text at all
     assert np.any(default != with_labels)
     # The limit is an option: with a higher one the same crowd is labelled.
-    labelled = vis.draw_predictions(image, crowd, metadata, label_limit=100, alpha=0.2,
-                                    **options)
+    labelled = vis.draw_predictions(image, crowd, metadata, 0.0,
+                                    replace(options, label_limit=100, alpha=0.2))
     np.testing.assert_array_equal(labelled, with_labels)
     # Below the limit, labels stay.
-    few = vis.draw_predictions(image, _entries(), metadata, **options)
-    assert np.any(few != vis.draw_predictions(image, _entries(), metadata, labels=False,
-                                              **options))
+    few = vis.draw_predictions(image, _entries(), metadata, 0.0, options)
+    assert np.any(few != vis.draw_predictions(image, _entries(), metadata, 0.0,
+                                              replace(options, labels=False)))
 
 
 def test_crowded_pictures_keep_outlines_and_a_light_fill(metadata):
     image = np.full((H, W, 3), 128, np.uint8)
     crowd = _grid_entries(60)
-    picture = vis.draw_predictions(image, crowd, metadata, 0.0, legend=False)
+    picture = vis.draw_predictions(image, crowd, metadata, 0.0, S(legend=False))
     x, y = (int(v) for v in crowd[0]["bbox"][:2])
     cell = picture[y:y + 6, x:x + 6].astype(int)
     color = np.asarray(metadata.thing_colors[0])
@@ -615,8 +734,8 @@ def test_outlines_draw_no_fill(metadata):
     image = _image()
     x, y, s, _ = SQUARES[1]  # the largest cell, 30x30
     for picture in (
-        vis.draw_ground_truth(image, _record(), metadata, outlines=True, legend=False),
-        vis.draw_predictions(image, _entries(), metadata, 0.0, outlines=True),
+        vis.draw_ground_truth(image, _record(), metadata, S(outlines=True, legend=False)),
+        vis.draw_predictions(image, _entries(), metadata, 0.0, S(outlines=True)),
     ):
         np.testing.assert_array_equal(picture[y + 2:y + s - 2, x + 2:x + s - 2],
                                       image[y + 2:y + s - 2, x + 2:x + s - 2])
@@ -649,22 +768,26 @@ def test_legend_counts_per_class(metadata):
     _, info = vis.draw_predictions(image, _entries(), metadata, 0.5, return_info=True)
     assert info.legend == ["alpha: 1", "beta: 1", "gamma: 0", "delta: 0"]
     assert vis_draw.legend_lines([2, 2, 0], ["a", "b", "c"]) == ["a: 1", "b: 0", "c: 2"]
-    # The legend is drawn in the top-left corner, nowhere else.
-    with_legend = vis.draw_ground_truth(image, _record(), metadata, labels=False)
-    without = vis.draw_ground_truth(image, _record(), metadata, labels=False, legend=False)
-    rows, cols = np.nonzero(np.any(with_legend != without, axis=-1))
-    assert len(rows) and rows.max() < H // 2 and cols.max() < W // 2
-    _, info = vis.draw_ground_truth(image, _record(), metadata, legend=False, return_info=True)
-    assert info.legend == []
+    # The legend is a strip under the image, off the cells: the image's part is drawn as
+    # without a legend, pixel for pixel.
+    with_legend = vis.draw_ground_truth(image, _record(), metadata, S(labels=False))
+    without = vis.draw_ground_truth(image, _record(), metadata, S(labels=False, legend=False))
+    assert without.shape == image.shape
+    assert with_legend.shape == (H + vis.legend_height(W, metadata.thing_classes), W, 3)
+    np.testing.assert_array_equal(with_legend[:H], without)
+    assert np.any(with_legend[H:] != with_legend[H, 0], axis=-1).sum() > 100  # text in it
+    _, info = vis.draw_ground_truth(image, _record(), metadata, S(legend=False),
+                                    return_info=True)
+    assert info.legend == [] and info.legend_height == 0
 
 
 def test_a_cap_is_reported_in_the_legend(metadata):
     image = _image()
-    _, info = vis.draw_predictions(image, _entries(), metadata, 0.0, max_instances=1,
+    _, info = vis.draw_predictions(image, _entries(), metadata, 0.0, S(max_instances=1),
                                    return_info=True)
     assert (info.shown, info.total) == (1, 3)
     assert info.legend == ["alpha: 1", "beta: 0", "gamma: 0", "delta: 0", "top 1 of 3 shown"]
-    _, info = vis.draw_ground_truth(image, _record(), metadata, max_instances=2,
+    _, info = vis.draw_ground_truth(image, _record(), metadata, S(max_instances=2),
                                     return_info=True)
     assert info.legend[-1] == "first 2 of 3 shown" and info.legend[:2] == ["alpha: 1",
                                                                             "beta: 1"]
@@ -691,12 +814,13 @@ def test_side_by_side_halves_share_the_scale(course_root, tmp_path):
         "--out", str(out), "--names", "img_a", "--score-threshold", "0"]) == 0
     picture = read_image(out / "img_a.png")
     height, width = vis_draw.picture_size(H, W, vis_draw.DEFAULT_MIN_SIZE)
-    assert picture.shape == (height, 2 * width, 3) and max(height, width) == 1024
+    assert picture.shape == (height + vis.legend_height(width, ["a", "b"]), 2 * width, 3)
+    assert max(height, width) == 1024
     # The same instances, at the same places, in both halves.
     image = read_image(course_root / "train" / "img_a" / "image.tif")
     plain = vis.draw_ground_truth(image, {**records[0], "annotations": []},
                                   vis.metadata_for_classes(["a", "b"]),
-                                  min_size=vis_draw.DEFAULT_MIN_SIZE, legend=False)
+                                  S(min_size=vis_draw.DEFAULT_MIN_SIZE, legend=False))
     x, y, s, _ = SQUARES[1]
     sy, sx = height / H, width / W
     inner = (slice(int(y * sy) + 3, int((y + s) * sy) - 3),
@@ -710,9 +834,10 @@ def test_consep_picture_above_the_label_limit(metadata):
         pytest.skip(f"CoNSeP data not found at {CONSEP_TEST}")
     record = load_annotated_split(CONSEP_TEST, 4, names=["test_1"], cache_dir=False)[0]
     image = read_image(record["file_name"])
-    picture, info = vis.draw_ground_truth(image, record, metadata, min_size=1024,
+    picture, info = vis.draw_ground_truth(image, record, metadata, S(min_size=1024),
                                           return_info=True)
-    assert picture.shape == (1024, 1024, 3)
+    assert picture.shape == (1024 + vis.legend_height(1024, metadata.thing_classes), 1024, 3)
+    assert info.height == picture.shape[0] and info.height - info.legend_height == 1024
     assert info.style.crowded and not info.style.labels
     counts = [int(line.split(": ")[1]) for line in info.legend]
     assert sum(counts) == info.shown == len(record["annotations"])
@@ -721,16 +846,16 @@ def test_consep_picture_above_the_label_limit(metadata):
 def test_boxes_and_smaller_pictures_are_scaled(metadata):
     image = np.full((H, W, 3), 128, np.uint8)
     entry = {"bbox": [40.0, 40.0, 80.0, 80.0], "score": 0.9, "category_id": 1}  # no mask
-    options = dict(boxes=True, labels=False, legend=False, bbox_format="xyxy")
-    picture = vis.draw_predictions(image, [entry], metadata, min_size=2 * W, **options)
+    style = S(boxes=True, labels=False, legend=False, min_size=2 * W)
+    picture = vis.draw_predictions(image, [entry], metadata, style=style, bbox_format="xyxy")
     assert picture.shape == (2 * H, 2 * W, 3)
     drawn = np.any(picture != 128, axis=-1)
     assert drawn[90:150, 158:161].sum() > 20 and not drawn[90:150, 162:].any()  # x2 = 80 * 2
     # --max-size draws large images smaller; the masks follow.
-    small, info = vis.draw_ground_truth(_image(), _record(), metadata, max_size=100,
-                                        legend=False, return_info=True)
+    small, info = vis.draw_ground_truth(_image(), _record(), metadata,
+                                        S(max_size=100, legend=False), return_info=True)
     assert small.shape == (90, 100, 3) and (info.height, info.width) == (90, 100)
     x, y, s, _ = SQUARES[1]
     plain = vis.draw_ground_truth(_image(), {**_record(), "annotations": []}, metadata,
-                                  max_size=100, legend=False)
+                                  S(max_size=100, legend=False))
     assert _region(small, plain, x // 2, y // 2, s // 2) > 0.9

@@ -17,6 +17,7 @@ import sys
 
 import seg_project  # noqa: F401  (registers datasets when Detectron2 loads, quiets warnings)
 from seg_project.export.formats import FORMATS
+from seg_project.export.geojson import OBJECT_TYPES
 from seg_project.utils.cli import add_debug_argument, run_tool
 
 
@@ -38,6 +39,9 @@ def build_parser():
                              "label-tiff = labels/<image>_instances.tif and _classes.tif; "
                              "course = course/<image>/image.tif + classN.tif (a dataset in the "
                              "course layout, to correct by hand)")
+    parser.add_argument("--object-type", choices=OBJECT_TYPES, default=OBJECT_TYPES[0],
+                        help="QuPath object type of the geojson features: detection (default; "
+                             "light, not editable) or annotation (editable by curators)")
     parser.add_argument("--score-threshold", type=float, help="default: the config's")
     parser.add_argument("--max-detections", type=int, help="per image; default: the config's")
     parser.add_argument("--tta", action="store_true",
@@ -72,7 +76,8 @@ def _main(argv) -> int:
                           max_detections=args.max_detections)
     job = run_prediction(predictor, job, args.out, bbox_format=args.bbox_format,
                          make_zip=args.zip, batch_size=args.batch_size,
-                         overwrite=args.overwrite, formats=formats)
+                         overwrite=args.overwrite, formats=formats,
+                         object_type=args.object_type)
     print(job.report)
     if job.images_without_detections:
         print(f"{len(job.images_without_detections)} image(s) without any detection: ids "

@@ -43,6 +43,7 @@ __all__ = [
     "plot_ap50_per_class",
     "plot_loss",
     "plot_loss_components",
+    "lr_figure",
     "plot_lr",
     "plot_runs",
     "read_metrics",
@@ -260,8 +261,48 @@ def plot_loss_components(runs: Sequence[RunCurves], colors, path: Path,
     return _save(fig, path)
 
 
+def lr_figure(runs: Sequence[RunCurves], colors) -> Optional[Figure]:
+    """The figure of ``lr.png``: the learning rate per iteration as steps (log scale when all
+    rates are positive).
+
+    Every logged point is drawn (Detectron2 logs ``lr`` every 20 iterations, or once per
+    epoch when an epoch is shorter) and held until the next one (``steps-post``): a rate
+    changes only at a logged point, so a schedule's steps show as steps, never as ramps
+    between two logs (a step falls somewhere between the last point before it and the first
+    after it; a warmup shows as a staircase).
+
+    Args:
+        runs: the loaded runs.
+        colors: one color per run (:func:`run_colors`).
+
+    Returns:
+        Figure, or None when no run logged the learning rate.
+    """
+    if not _runs_with(runs, "lr"):
+        return None
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    positive = True
+    for run, color in zip(runs, colors):
+        if "lr" in run.series:
+            its, lr = run.series["lr"]
+            positive &= bool(np.all(lr > 0))
+            ax.plot(its, lr, color=color, linewidth=1.8, label=run.name, drawstyle="steps-post")
+            ax.plot(its, lr, color=color, linestyle="none", marker="o",
+                    markersize=5 if len(its) == 1 else 2.5)
+    if positive:
+        ax.set_yscale("log")
+    note = _add_epoch_axis(ax, runs)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate" + (" (log scale)" if positive else ""))
+    ax.set_title(_title("Learning rate schedule (dots: logged values)", note))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="run")
+    return fig
+
+
 def plot_lr(runs: Sequence[RunCurves], colors, path: Path) -> Optional[Path]:
-    """``lr.png``: the learning rate per iteration (log scale when all rates are positive).
+    """``lr.png``: :func:`lr_figure`, written.
 
     Args:
         runs: the loaded runs.
@@ -271,27 +312,10 @@ def plot_lr(runs: Sequence[RunCurves], colors, path: Path) -> Optional[Path]:
     Returns:
         The path written, or None when no run logged the learning rate.
     """
-    with_lr = _runs_with(runs, "lr")
-    if not with_lr:
+    fig = lr_figure(runs, colors)
+    if fig is None:
         logger.warning(f"no lr in any run: {path.name} not written")
         return None
-    fig = Figure(figsize=(10, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    positive = True
-    for run, color in zip(runs, colors):
-        if "lr" in run.series:
-            its, lr = run.series["lr"]
-            positive &= bool(np.all(lr > 0))
-            ax.plot(its, lr, color=color, linewidth=1.8, label=run.name,
-                    marker="o" if len(its) == 1 else None)
-    if positive:
-        ax.set_yscale("log")
-    note = _add_epoch_axis(ax, runs)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("learning rate" + (" (log scale)" if positive else ""))
-    ax.set_title(_title("Learning rate schedule", note))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="run")
     return _save(fig, path)
 
 

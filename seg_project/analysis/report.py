@@ -3,21 +3,28 @@
 
 :func:`write_report` reads a run folder (``OUTPUT_DIR`` of a training run) and writes one HTML
 file (pictures embedded as base64 PNG data URIs, no external CSS or JavaScript) with these
-sections, each an element whose ``id`` is stable (:data:`SECTION_IDS`):
+sections, in this order, each an element whose ``id`` is stable (:data:`SECTION_IDS`):
 
-- ``settings``: the key settings of ``config.yaml`` (model, input sizes, solver, AMP,
-  detections per image, dataset root, classes and split) and the run's files;
-- ``curves``: loss, loss components, learning rate and AP per evaluation
-  (:func:`seg_project.analysis.plots.plot_runs`), and PQ / AJI / Dice / F1 / mPQ per
-  evaluation when logged;
+- ``headline``: first, above the links: the best-model metric (``TEST.BEST_METRIC``) and the
+  main COCO / pathology figures of the last evaluation, the best evaluation, training time,
+  s/iter, s/image of training and of inference, device and precision
+  (:mod:`.report_run`);
 - ``final-metrics``: the LAST evaluation of ``metrics.json``: COCO AP (grader-exact, high cap
   when logged, per class) and the pathology metrics (overall and per class), printed with
   :func:`seg_project.analysis.report_sections.format_metric`;
+- ``curves``: loss, loss components, learning rate and AP per evaluation
+  (:func:`seg_project.analysis.plots.plot_runs`), and PQ / AJI / Dice / F1 / mPQ per
+  evaluation when logged;
 - ``confusion``: the class confusion matrix of the evaluated dataset's predictions
   (``inference/<dataset>/coco_instances_results.json``, the last evaluation's) against its
   ground truth (:mod:`seg_project.evaluation.confusion`), as a table and a heatmap;
 - ``best-worst``: the best and worst N images by per-image PQ, ground truth next to the
-  predictions (:mod:`.report_dataset`).
+  predictions, drawn at a readable size with their legends (:mod:`.report_dataset`);
+- ``run``: the run folder, iterations, evaluated dataset; timing and the training's
+  environment (Python, PyTorch, Detectron2 versions, device, precision) from ``log.txt``
+  (:mod:`.report_run`);
+- ``settings``: collapsed: the key settings of ``config.yaml`` (model, input sizes, solver,
+  AMP, detections per image, dataset root, classes and split) and the run's files.
 
 A section that cannot be made (no ``config.yaml``, no evaluation logged, no ``inference/``
 folder, the dataset no longer readable...) is still on the page, saying why; the page lists
@@ -46,7 +53,8 @@ from ..utils.atomic_files import write_text
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file, require_file
 from .curves import load_run
-from .report_html import Section, page, table
+from .report_html import Section, page
+from .report_run import headline_section, read_environment, read_timing, run_section
 from .report_sections import (
     config_value,
     curves_section,
@@ -69,7 +77,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-SECTION_IDS = ("settings", "curves", "final-metrics", "confusion", "best-worst")
+SECTION_IDS = ("headline", "final-metrics", "curves", "confusion", "best-worst", "run",
+               "settings")
 RESULTS_FILE = "coco_instances_results.json"
 DEFAULT_WORST = 3
 _DATASET_SECTIONS = (("confusion", "Class confusion"),
@@ -220,30 +229,34 @@ def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT
         score_threshold = float(config_threshold) if config_threshold is not None else 0.5
     best_metric = (config_value(config, "TEST.BEST_METRIC") if config else None) or "segm/AP50"
     mode = (config_value(config, "TEST.BEST_METRIC_MODE") if config else None) or "max"
-    logger.info(f"report: {run_dir}: settings, curves and final metrics")
+    logger.info(f"report: {run_dir}: headline, final metrics and curves")
+    best_line = _best_line(run, prefix + best_metric, mode)
+    timing = read_timing(run_dir, run, config)
+    environment = read_environment(run_dir, config)
+    headline = headline_section(metrics, evaluation, best_metric, best_line, dataset, timing,
+                                environment)
     sections = [
-        settings_section(run_dir, config, config_problem),
+        final_metrics_section(evaluation, metrics, class_names, best_line),
         curves_section(run, prefix, best_metric, mode),
-        final_metrics_section(evaluation, metrics, class_names,
-                              _best_line(run, prefix + best_metric, mode)),
     ]
     # The evaluator's PQ is the mean of the per-image PQ at the config's threshold.
     logged_pq = (metrics.get("pathology/PQ") if config_threshold is not None
                  and float(config_threshold) == score_threshold else None)
     sections += _dataset_sections(run_dir, config, config_problem, dataset, results, why_not,
                                   class_names, score_threshold, worst, logged_pq)
-    header = table(None, [
+    sections.append(run_section(timing, environment, [
         ("run folder", str(run_dir.resolve())),
         ("iterations logged", str(run.last_iteration + 1)),
         ("evaluated dataset", dataset or "none"),
         ("predictions", str(results) if results else "none"),
         ("score threshold", f"{score_threshold:g}"),
-    ], text_columns=2)
+    ]))
+    sections.append(settings_section(run_dir, config, config_problem))
     seconds = time.perf_counter() - start
     footer = (f"Written by seg_project.analysis.report on "
               f"{datetime.now().isoformat(timespec='seconds')} in {seconds:.1f} s.")
     logger.info(f"report: built in {seconds:.1f} s")
-    return page(f"Training report: {run.name}", header, sections, footer)
+    return page(f"Training report: {run.name}", headline.to_html(), sections, footer)
 
 
 def write_report(run_dir, out=None, *, dataset: Optional[str] = None,

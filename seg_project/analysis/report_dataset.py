@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 # The PNGs of the best/worst section share this many bytes (the page stays under ~10 MB
 # with base64's 4/3 and the curves); no picture is wider than MAX_PICTURE_WIDTH.
 PICTURE_BUDGET_BYTES = 6 * 2**20
-MAX_PICTURE_WIDTH = 1000
-# Pictures narrower than this are enlarged by a whole factor (pixels repeated).
-MIN_PICTURE_WIDTH = 480
+# Each half of a best/worst picture is drawn with this long side (small images larger, crisp
+# pixel blocks; large ones smaller), so that the two halves fill the page's width at 1:1.
+PANEL_SIZE = 600
+MAX_PICTURE_WIDTH = 2 * PANEL_SIZE
 
 
 @dataclass
@@ -190,19 +191,16 @@ def pick_best_worst(per_image: Sequence[Dict], count: int):
 def _picture(evaluated: EvaluatedSet, image_id: int, entries: List[Dict],
              score_threshold: float, max_bytes: int) -> bytes:
     from ..data.image_io import read_image
-    from ..visualization import draw_ground_truth, draw_predictions, side_by_side
+    from ..visualization import DrawStyle, draw_ground_truth, draw_predictions, side_by_side
 
     record = evaluated.records[image_id]
     image = read_image(record["file_name"])
-    truth = draw_ground_truth(image, record, evaluated.metadata)
-    predicted = draw_predictions(image, entries, evaluated.metadata, score_threshold,
-                                 max_instances=None, bbox_format="xywh",
-                                 where=str(evaluated.results_file))
-    picture = side_by_side(truth, predicted)
-    factor = MIN_PICTURE_WIDTH // picture.shape[1]
-    if factor > 1:  # small images: enlarged (nearest pixel) to be readable
-        picture = np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
-    return image_png(picture, max_bytes, MAX_PICTURE_WIDTH)
+    # Outlines and fills with the legend's counts, no per-cell labels (they cover cells).
+    style = DrawStyle(labels=False, min_size=PANEL_SIZE, max_size=PANEL_SIZE, legend=True)
+    truth = draw_ground_truth(image, record, evaluated.metadata, style)
+    predicted = draw_predictions(image, entries, evaluated.metadata, score_threshold, style,
+                                 bbox_format="xywh", where=str(evaluated.results_file))
+    return image_png(side_by_side(truth, predicted), max_bytes, MAX_PICTURE_WIDTH)
 
 
 def _card(evaluated: EvaluatedSet, metrics: Dict, png: bytes) -> str:
@@ -244,7 +242,8 @@ def best_worst_section(evaluated: EvaluatedSet, score_threshold: float, count: i
     mean_pq = float(np.mean([m["pq"] for m in per_image]))
     section.notes.append(f"{evaluated.dataset}: {len(per_image)} images, predictions with "
                          f"score \u2265 {score_threshold:g}; mean PQ {mean_pq:.4f}. Left: "
-                         "ground truth; right: predictions.")
+                         "ground truth; right: predictions; colors are classes, counted in "
+                         "the legend under each half.")
     if logged_pq is not None and math.isfinite(logged_pq) and abs(logged_pq - mean_pq) > 1e-6:
         section.notes.append(f"The mean PQ differs from the last evaluation's pathology/PQ "
                              f"({logged_pq:.4f}): {evaluated.results_file} is not from that "

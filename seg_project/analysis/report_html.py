@@ -45,6 +45,10 @@ figure img { max-width: 100%; height: auto; border: 1px solid #ddd;
 figcaption { font-size: 0.9em; color: #444; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; }
 .cards figure { flex: 1 1 440px; max-width: 100%; }
+.cards figure.image-card { flex: 1 1 100%; }
+#headline table { font-size: 1.05em; }
+#headline th, #headline td { padding: 0.3em 0.9em; }
+summary { cursor: pointer; color: #335; }
 footer { margin-top: 2em; color: #777; font-size: 0.85em; }
 """
 
@@ -59,6 +63,8 @@ class Section:
         body: its HTML content.
         missing: why the section (or part of it) could not be made; "" when complete.
         notes: short remarks shown under the heading (plain text).
+        collapsed: the body is folded away (a ``<details>`` element) behind this text; ""
+            shows it.
     """
 
     id: str
@@ -66,6 +72,7 @@ class Section:
     body: str = ""
     missing: str = ""
     notes: List[str] = field(default_factory=list)
+    collapsed: str = ""
 
     def to_html(self) -> str:
         """The section as an HTML ``<section>`` element."""
@@ -73,7 +80,11 @@ class Section:
         if self.missing:
             parts.append(f'<p class="missing">Not available: {html.escape(self.missing)}</p>')
         parts.extend(paragraph(note, "note") for note in self.notes)
-        parts.append(self.body)
+        if self.collapsed:
+            parts.append(f"<details><summary>{html.escape(self.collapsed)}</summary>{self.body}"
+                         "</details>")
+        else:
+            parts.append(self.body)
         parts.append("</section>")
         return "\n".join(parts)
 

@@ -189,8 +189,11 @@ def _show(value) -> str:
 
 
 def settings_section(run_dir: Path, config: Optional[Dict], config_problem: str) -> Section:
-    """The settings table: the config's key settings, the split and the run's files."""
-    section = Section("settings", "Settings")
+    """The settings table: the config's key settings, the split and the run's files,
+    collapsed (the headline and metrics come first)."""
+    section = Section("settings", "Settings",
+                      collapsed=f"Show the {len(SETTINGS)} key settings of config.yaml and the "
+                                "run's files")
     if config is None:
         section.missing = config_problem
     else:

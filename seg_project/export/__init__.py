@@ -1,10 +1,12 @@
 """Predictions in formats other than the COCO results JSON, one file (or folder) per image.
 
 - :mod:`seg_project.export.geojson`: QuPath-compatible GeoJSON (a ``FeatureCollection`` of
-  detections whose polygons trace the pixel corners of each mask, holes kept).
+  detections, or editable annotations, whose polygons trace the pixel corners of each mask,
+  holes kept).
 - :mod:`seg_project.export.label_tiff`: instance-id and class-id label TIFFs (non-overlapping,
-  the higher score wins a contested pixel), and the course layout (``<name>/classN.tif``) so
-  that predictions can be re-read by :mod:`seg_project.data.reader` and corrected by hand.
+  the higher score wins a contested pixel) with a JSON sidecar naming their numbers, and the
+  course layout (``<name>/classN.tif``) so that predictions can be re-read by
+  :mod:`seg_project.data.reader` and corrected by hand.
 
 Both take the COCO result entries of one image as given (``category_id`` 1..K, ``score``,
 compressed RLE ``segmentation``); thresholds and caps are the caller's business. Nothing is

@@ -3,9 +3,10 @@
 - ``coco``: ``<out>/test-results.json`` (the grader's submission; written by
   :mod:`seg_project.submission`, not here);
 - ``geojson``: ``<out>/geojson/<image>.geojson``, one QuPath FeatureCollection per image
-  (:mod:`.geojson`);
-- ``label-tiff``: ``<out>/labels/<image>_instances.tif`` and ``_classes.tif`` per image
-  (:mod:`.label_tiff`);
+  (:mod:`.geojson`), of QuPath detections or (``object_type="annotation"``) annotations;
+- ``label-tiff``: ``<out>/labels/<image>_instances.tif`` and ``_classes.tif`` per image, and
+  ``<image>_labels.json`` naming their numbers (classes, colors, each instance's class and
+  score; :mod:`.label_tiff`);
 - ``course``: ``<out>/course/<image>/image.tif`` + ``classN.tif``, a dataset in the course
   layout that the reader can load again (to correct predictions by hand).
 
@@ -28,13 +29,13 @@ _FOLDERS = {"geojson": "geojson", "label-tiff": "labels", "course": "course"}
 
 def _targets(fmt: str, out_dir: Path, name: str) -> List[Path]:
     from .geojson import geojson_path
-    from .label_tiff import course_layout_folder, label_tiff_paths
+    from .label_tiff import course_layout_folder, label_sidecar_path, label_tiff_paths
 
     folder = out_dir / _FOLDERS[fmt]
     if fmt == "geojson":
         return [geojson_path(folder, name)]
     if fmt == "label-tiff":
-        return list(label_tiff_paths(folder, name))
+        return [*label_tiff_paths(folder, name), label_sidecar_path(folder, name)]
     return [course_layout_folder(folder, name) / "image.tif"]
 
 
@@ -69,7 +70,7 @@ def check_export_targets(formats: Sequence[str], out_dir, image_paths: Sequence,
 
 def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence[Dict],
                   height: int, width: int, class_names: Sequence[str],
-                  colors: Sequence[Sequence[int]]) -> List[Path]:
+                  colors: Sequence[Sequence[int]], object_type: str = "detection") -> List[Path]:
     """Write one image's predictions in every per-image format of ``formats``.
 
     Args:
@@ -80,6 +81,8 @@ def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence
         height, width: the image's size.
         class_names: the K class names.
         colors: one RGB color per class.
+        object_type: the QuPath object type of the GeoJSON features, ``"detection"`` or
+            ``"annotation"``.
 
     Returns:
         list[Path]: the files written.
@@ -91,10 +94,11 @@ def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence
     written: List[Path] = []
     if "geojson" in formats:
         written.append(write_geojson(geojson_path(out_dir / _FOLDERS["geojson"], name),
-                                     entries, class_names, colors, image_name=name))
+                                     entries, class_names, colors, image_name=name,
+                                     object_type=object_type))
     if "label-tiff" in formats:
         written += write_label_tiffs(out_dir / _FOLDERS["label-tiff"], name, entries, height,
-                                     width)
+                                     width, class_names, colors)
     if "course" in formats:
         written += write_course_layout(out_dir / _FOLDERS["course"], name, entries, height,
                                        width, image_path=image_path)

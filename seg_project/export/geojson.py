@@ -15,6 +15,10 @@ Format (what QuPath 0.4 / 0.5 writes and reads with *File > Import objects from 
 
 - One feature per prediction entry whose mask is not empty, in the order of the entries (an
   empty mask has no outline and no feature).
+- ``objectType``: ``"detection"`` by default (QuPath's light objects for many cells: drawn
+  fast, counted and measured, but not editable with the drawing tools), or ``"annotation"``
+  (``object_type="annotation"``, ``tools/predict.py --object-type annotation``): editable
+  objects, what curators correct by hand; QuPath slows down with many thousands of them.
 - ``id``: a UUID string, as QuPath writes since 0.4; here a deterministic one,
   ``uuid5(<project namespace>, "<image name>/<entry index>")``, so the same predictions give
   the same file.
@@ -63,7 +67,9 @@ from ..utils.errors import DatasetError
 
 __all__ = [
     "GEOJSON_SUFFIX",
+    "OBJECT_TYPES",
     "check_image_name",
+    "checked_colors",
     "entry_category",
     "entry_crops",
     "entry_score",
@@ -75,6 +81,8 @@ __all__ = [
 ]
 
 GEOJSON_SUFFIX = ".geojson"
+# QuPath object types a feature can be: the default first.
+OBJECT_TYPES = ("detection", "annotation")
 # Namespace of the features' deterministic UUIDs.
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "seg_project/export/geojson")
 
@@ -254,7 +262,20 @@ def feature_id(image_name: str, index: int) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{image_name}/{index}"))
 
 
-def _checked_colors(colors: Optional[Sequence], num_classes: int) -> List[List[int]]:
+def checked_colors(colors: Optional[Sequence], num_classes: int) -> List[List[int]]:
+    """The first ``num_classes`` class colors as ``[r, g, b]`` ints 0..255.
+
+    Args:
+        colors: at least ``num_classes`` colors, or None:
+            :func:`seg_project.data.catalog.distinct_colors` (which imports Detectron2).
+        num_classes: K.
+
+    Returns:
+        list: K ``[r, g, b]`` lists.
+
+    Raises:
+        ValueError: fewer colors than classes, or a color that is not three ints 0..255.
+    """
     if colors is None:
         from ..data.catalog import distinct_colors  # imports Detectron2: only when needed
 
@@ -272,7 +293,8 @@ def _checked_colors(colors: Optional[Sequence], num_classes: int) -> List[List[i
 
 def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
                            colors: Optional[Sequence[Sequence[int]]] = None,
-                           image_name: Optional[str] = None) -> Dict:
+                           image_name: Optional[str] = None,
+                           object_type: str = "detection") -> Dict:
     """The QuPath GeoJSON ``FeatureCollection`` of one image's predictions.
 
     Args:
@@ -283,6 +305,8 @@ def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
             :func:`seg_project.data.catalog.distinct_colors` (which imports Detectron2).
         image_name: seeds the features' deterministic UUIDs (e.g. the image file's stem);
             default the entries' ``image_id``.
+        object_type: the features' QuPath ``objectType``, one of :data:`OBJECT_TYPES`:
+            ``"detection"`` (default) or ``"annotation"`` (editable in QuPath).
 
     Returns:
         dict: the ``FeatureCollection`` (JSON-ready), one ``Feature`` per entry with a
@@ -291,9 +315,13 @@ def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
 
     Raises:
         DatasetError: an entry with an invalid segmentation, category or score.
-        ValueError: fewer colors than classes, or a color that is not three ints 0..255.
+        ValueError: fewer colors than classes, a color that is not three ints 0..255, or an
+            unknown ``object_type``.
     """
-    class_colors = _checked_colors(colors, len(class_names))
+    if object_type not in OBJECT_TYPES:
+        raise ValueError(f"object type must be one of {', '.join(OBJECT_TYPES)}, got "
+                         f"{object_type!r}")
+    class_colors = checked_colors(colors, len(class_names))
     if image_name is None:
         image_name = str(entries[0].get("image_id", "")) if entries else ""
     where = image_name or "predictions"
@@ -308,7 +336,7 @@ def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
             "id": feature_id(image_name, index),
             "geometry": mask_to_geometry(*crop),
             "properties": {
-                "objectType": "detection",
+                "objectType": object_type,
                 "classification": {"name": str(class_names[category - 1]),
                                    "color": class_colors[category - 1]},
                 "measurements": {"score": score},
@@ -330,7 +358,7 @@ def geojson_path(out_dir, image_name: str) -> Path:
 
 def write_geojson(path, entries: Sequence[Dict], class_names: Sequence[str],
                   colors: Optional[Sequence[Sequence[int]]] = None,
-                  image_name: Optional[str] = None) -> Path:
+                  image_name: Optional[str] = None, object_type: str = "detection") -> Path:
     """Write one image's predictions as a QuPath GeoJSON file, atomically.
 
     Args:
@@ -340,6 +368,8 @@ def write_geojson(path, entries: Sequence[Dict], class_names: Sequence[str],
         class_names: the K class names.
         colors: K ``[r, g, b]`` class colours; default as :func:`predictions_to_geojson`.
         image_name: seeds the features' UUIDs; default the file's stem.
+        object_type: ``"detection"`` (default) or ``"annotation"``, see
+            :func:`predictions_to_geojson`.
 
     Returns:
         Path: ``path``.
@@ -350,5 +380,5 @@ def write_geojson(path, entries: Sequence[Dict], class_names: Sequence[str],
     path = Path(path)
     collection = predictions_to_geojson(entries, class_names, colors,
                                         image_name=path.stem if image_name is None
-                                        else image_name)
+                                        else image_name, object_type=object_type)
     return write_text(path, json.dumps(collection, separators=(",", ":")) + "\n")

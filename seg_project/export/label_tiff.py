@@ -12,6 +12,17 @@ Label maps (:func:`paint_label_maps`, :func:`write_label_tiffs`):
 - dtypes: instances ``uint16`` (``uint32`` above 65535 instances), classes ``uint8``
   (``uint16`` above 255 classes); single-page grayscale TIFFs written with ``tifffile``, zlib
   compression, so any viewer (Fiji, napari, QuPath) opens them.
+- ``<out>/<name>_labels.json`` (when the class names are given, as ``tools/predict.py`` does):
+  what the numbers mean, since a TIFF of ids carries no names::
+
+      {"image": "<name>", "instances_file": "<name>_instances.tif",
+       "classes_file": "<name>_classes.tif", "background": 0,
+       "classes": [{"id": 1, "name": "other", "color": [255, 200, 0]}, ...],
+       "instances": [{"id": 1, "class_id": 3, "score": 0.97}, ...]}
+
+  ``classes`` lists every class 1..K (present or not) with its RGB color (the colors of the
+  pictures and of the GeoJSON); ``instances`` lists the instance ids 1..n of the instance
+  TIFF with their class and score.
 
 Course layout (:func:`write_course_layout`), the layout :mod:`seg_project.data.reader` reads:
 
@@ -30,23 +41,27 @@ Every file is written atomically (:mod:`seg_project.utils.atomic_files`); the fi
 call are renamed into place only once all of them are written.
 """
 
+import json
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..data.reader import CLASS_FILE_RE, IMAGE_FILE
 from ..utils.atomic_files import atomic_write_many, prepare_out_dir
 from ..utils.errors import DatasetError
-from .geojson import check_image_name, entry_category, entry_crops, entry_score
+from .geojson import check_image_name, checked_colors, entry_category, entry_crops, entry_score
 
 __all__ = [
     "CLASSES_SUFFIX",
     "INSTANCES_SUFFIX",
+    "LABELS_SUFFIX",
     "class_instance_masks",
     "course_layout_folder",
     "label_dtype",
+    "label_sidecar",
+    "label_sidecar_path",
     "label_tiff_paths",
     "paint_label_maps",
     "write_course_layout",
@@ -55,6 +70,7 @@ __all__ = [
 
 INSTANCES_SUFFIX = "_instances.tif"
 CLASSES_SUFFIX = "_classes.tif"
+LABELS_SUFFIX = "_labels.json"
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -180,30 +196,91 @@ def label_tiff_paths(out_dir, image_name: str) -> Tuple[Path, Path]:
     return out_dir / f"{image_name}{INSTANCES_SUFFIX}", out_dir / f"{image_name}{CLASSES_SUFFIX}"
 
 
+def label_sidecar_path(out_dir, image_name: str) -> Path:
+    """``<out_dir>/<image_name>_labels.json``, the sidecar :func:`write_label_tiffs` writes
+    with class names.
+
+    Raises:
+        ValueError: an image name that cannot name a file.
+    """
+    return Path(out_dir) / f"{check_image_name(image_name)}{LABELS_SUFFIX}"
+
+
+def label_sidecar(image_name: str, entries: Sequence[Dict], order, class_names: Sequence[str],
+                  colors=None) -> Dict:
+    """What the label TIFFs' numbers mean (see the module docstring).
+
+    Args:
+        image_name: the image's name.
+        entries: the image's result entries.
+        order: which entry each instance id is (``paint_label_maps(..., return_order=True)``).
+        class_names: the K class names; class id N is ``class_names[N - 1]``.
+        colors: K ``[r, g, b]`` class colors; default
+            :func:`seg_project.data.catalog.distinct_colors`.
+
+    Returns:
+        dict: JSON-ready.
+
+    Raises:
+        DatasetError: an entry whose class is not one of the K.
+        ValueError: fewer colors than classes, or a bad color.
+    """
+    colors = checked_colors(colors, len(class_names))
+    instances = []
+    for instance_id, index in enumerate(np.asarray(order).tolist(), start=1):
+        entry = entries[index]
+        instances.append({"id": instance_id,
+                          "class_id": entry_category(entry, index, len(class_names), image_name),
+                          "score": entry_score(entry, index, image_name)})
+    return {
+        "image": image_name,
+        "instances_file": f"{image_name}{INSTANCES_SUFFIX}",
+        "classes_file": f"{image_name}{CLASSES_SUFFIX}",
+        "background": 0,
+        "classes": [{"id": number, "name": str(name), "color": color}
+                    for number, (name, color) in enumerate(zip(class_names, colors), start=1)],
+        "instances": instances,
+    }
+
+
 def write_label_tiffs(out_dir, image_name: str, entries: Sequence[Dict], height: int,
-                      width: int) -> List[Path]:
-    """Write one image's instance-id and class-id label TIFFs, atomically.
+                      width: int, class_names: Optional[Sequence[str]] = None,
+                      colors=None) -> List[Path]:
+    """Write one image's instance-id and class-id label TIFFs, atomically, and with
+    ``class_names`` the ``_labels.json`` sidecar that names their numbers.
 
     Args:
         out_dir: the output folder (created if needed); existing files of this image are
-            replaced (check beforehand with :func:`label_tiff_paths`).
+            replaced (check beforehand with :func:`label_tiff_paths` and
+            :func:`label_sidecar_path`).
         image_name: the image's name (e.g. its file's stem), without path separators.
         entries: the image's COCO result entries, see :func:`paint_label_maps`.
         height: image height.
         width: image width.
+        class_names: the K class names (None: no sidecar); every entry's class must be one
+            of them.
+        colors: K ``[r, g, b]`` class colors for the sidecar; default
+            :func:`seg_project.data.catalog.distinct_colors`.
 
     Returns:
-        list[Path]: the instance TIFF and the class TIFF.
+        list[Path]: the instance TIFF, the class TIFF, and the sidecar when written.
 
     Raises:
-        DatasetError: invalid entries (see :func:`paint_label_maps`), or ``out_dir`` is a file.
-        ValueError: an image name that cannot name a file.
+        DatasetError: invalid entries (see :func:`paint_label_maps`), a class outside
+            ``class_names``, or ``out_dir`` is a file.
+        ValueError: an image name that cannot name a file; bad colors.
     """
     instances_path, classes_path = label_tiff_paths(out_dir, image_name)
-    instance_map, class_map, _ = _label_maps(entries, height, width, image_name)
+    instance_map, class_map, order = _label_maps(entries, height, width, image_name)
+    targets = [(instances_path, _tiff_writer(instance_map)),
+               (classes_path, _tiff_writer(class_map))]
+    if class_names is not None:
+        text = json.dumps(label_sidecar(image_name, entries, order, class_names, colors),
+                          indent=1) + "\n"
+        targets.append((label_sidecar_path(out_dir, image_name),
+                        lambda temp: Path(temp).write_text(text, encoding="utf-8")))
     prepare_out_dir(out_dir)
-    return atomic_write_many([(instances_path, _tiff_writer(instance_map)),
-                              (classes_path, _tiff_writer(class_map))])
+    return atomic_write_many(targets)
 
 
 def course_layout_folder(out_dir, image_name: str) -> Path:

@@ -125,6 +125,7 @@ def run_prediction(
     overwrite: bool = False,
     num_classes: Optional[int] = None,
     formats: Sequence[str] = ("coco",),
+    object_type: str = "detection",
 ) -> PredictionJob:
     """Predict every image of ``job``, write ``test-results.json`` (and a zip), check it.
 
@@ -138,6 +139,8 @@ def run_prediction(
         overwrite: replace an existing ``test-results.json`` (refused otherwise).
         num_classes: K for the check; default the predictor's number of classes.
         formats: output formats (``coco``, ``geojson``, ``label-tiff``, ``course``).
+        object_type: QuPath object type of the ``geojson`` features: ``"detection"`` or
+            ``"annotation"`` (editable in QuPath).
 
     Raises:
         DatasetError: the output cannot be written, e.g. it exists and ``overwrite`` is False
@@ -156,7 +159,7 @@ def run_prediction(
     for path, entries in progress:
         predictions[by_path[path]] = entries
         job.written += write_exports(formats, out_dir, path, entries, *sizes[by_path[path]],
-                                     class_names, colors)
+                                     class_names, colors, object_type)
     job.images_without_detections = [i for i, entries in predictions.items() if not entries]
     job.capped = log_capped([len(entries) for entries in predictions.values()],
                             predictor.cfg.TEST.DETECTIONS_PER_IMAGE, logger)

@@ -1,5 +1,9 @@
 """Pictures of instances over their image, readable at any size and any crowd.
 
+How a picture is drawn is one :class:`~.style.DrawStyle` (size, labels, fill, boxes, legend,
+cap); :func:`draw_ground_truth` and :func:`draw_predictions` take it, and
+:func:`side_by_side` puts two pictures of one image next to each other with their titles.
+
 Size: a picture may be drawn larger or smaller than its image (``min_size`` / ``max_size``, on
 the long side; :func:`picture_size`). The image is resized by nearest neighbour (every image
 pixel a crisp block) or smoothly (``resize="smooth"``); masks always by nearest neighbour, with
@@ -12,17 +16,21 @@ lighter or darker than its neighbours so touching cells stay apart: a fill of ``
 thin solid outline inside the mask. With few instances each gets a label ("class" or "class
 87%"); above ``label_limit`` (:data:`AUTO_LABEL_LIMIT`) the labels give way to outlines with a
 light fill (:data:`CROWDED_ALPHA`) and the legend's counts; ``outlines=True`` draws outlines
-only (no fill, no labels). :func:`picture_style` makes that choice. The legend (top-left)
-names the classes with how many instances of each were drawn, and says when a cap left
-instances out (:func:`legend_lines`).
+only (no fill, no labels). :func:`picture_style` makes that choice.
+
+Legend: a strip under the image (:mod:`.text`), never over a cell: each class with its color
+and how many of its instances were drawn, the score threshold of predictions
+(``"score >= 0.5"``), and a cap's note when instances were left out (:func:`legend_lines`).
+The picture is then taller than the image by :func:`legend_height`; ``legend=False`` draws
+the image's size exactly.
 
 Speed: masks are decoded within their crops (:mod:`.instances`) and painted into one map
 of which instance each pixel shows, which is resized once; fills and outlines (OpenCV
 erosion/dilation of that map) are composited with NumPy: under 0.1 s for 2,283 nuclei on a
 1,024 px picture, where drawing them as matplotlib polygons (Detectron2's ``Visualizer``)
-takes about 30 s. Only text (labels, legend) goes through the ``Visualizer``, and only when
-there is text to draw (about 0.15 s for a legend). Overlapping masks: the later (smaller)
-one shows.
+takes about 30 s. The legend and titles are OpenCV text; only the instance labels go through
+the ``Visualizer`` (about 0.15 s when there are labels). Overlapping masks: the later
+(smaller) one shows.
 """
 
 import colorsys
@@ -32,53 +40,44 @@ import cv2
 import numpy as np
 
 from .instances import Shape, ground_truth_shapes, prediction_shapes
+from .style import (
+    AUTO_LABEL_LIMIT,
+    CROWDED_ALPHA,
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_SIZE,
+    RESIZE_MODES,
+    DrawStyle,
+    Style,
+    picture_size,
+    picture_style,
+)
+from .text import draw_labels, legend_height, legend_strip, put_title
 
 __all__ = [
     "AUTO_LABEL_LIMIT",
     "CROWDED_ALPHA",
     "DEFAULT_ALPHA",
     "DEFAULT_MIN_SIZE",
+    "DrawStyle",
     "PictureInfo",
     "RESIZE_MODES",
     "Style",
     "draw_ground_truth",
     "draw_predictions",
+    "legend_height",
     "legend_lines",
+    "picture_shape",
     "picture_size",
     "picture_style",
     "side_by_side",
+    "threshold_text",
 ]
 
-# Above this many instances in a picture, per-instance labels give way to outlines and the
-# legend's counts (unless labels are asked for).
-AUTO_LABEL_LIMIT = 50
-# Mask fill opacity with labels: the tissue under a cell stays visible; the outline is solid.
-DEFAULT_ALPHA = 0.45
-# Mask fill opacity above the label limit: light, so that a crowd leaves the tissue readable.
-CROWDED_ALPHA = 0.2
-# The long side the tools draw small images up to (pixels); 0: the image's size.
-DEFAULT_MIN_SIZE = 1024
-# How the image is resized: "nearest" (crisp pixel blocks) or "smooth" (bilinear up, area
-# down). Masks are always resized by nearest neighbour.
-RESIZE_MODES = ("nearest", "smooth")
 # The legend and titles are left out of pictures smaller than this (in pixels, either side).
 _MIN_SIDE_FOR_TEXT = 160
 _SEPARATOR_COLOR = (255, 255, 255)
 _KERNEL = np.ones((3, 3), np.uint8)
-
-
-class Style(NamedTuple):
-    """How a picture's instances are drawn (see :func:`picture_style`).
-
-    Attributes:
-        labels: a label ("class" or "class 87%") by each instance.
-        alpha: opacity of the mask fill (0: outlines only).
-        crowded: there are more instances than the label limit.
-    """
-
-    labels: bool
-    alpha: float
-    crowded: bool
+_DEFAULT_STYLE = DrawStyle()
 
 
 class PictureInfo(NamedTuple):
@@ -86,13 +85,17 @@ class PictureInfo(NamedTuple):
     :func:`draw_predictions`).
 
     Attributes:
-        height: the picture's height in pixels.
+        height: the picture's height in pixels (the image's part and the legend strip).
         width: the picture's width in pixels.
         style: how the instances were drawn.
         shown: how many instances were drawn.
         total: how many there were (more than ``shown`` when a cap left some out).
         legend: the legend's lines ("epithelial: 412", ..., a cap's note); empty when no
             legend was drawn.
+        legend_height: the rows of the legend strip at the picture's bottom (0: none); the
+            image's part is the ``height - legend_height`` rows above it.
+        score_threshold: predictions scoring below it were left out (None: ground truth);
+            the legend says it (:func:`threshold_text`).
     """
 
     height: int
@@ -101,79 +104,8 @@ class PictureInfo(NamedTuple):
     shown: int
     total: int
     legend: List[str]
-
-
-def picture_style(
-    count: int,
-    *,
-    labels: Optional[bool] = None,
-    outlines: bool = False,
-    label_limit: Optional[int] = AUTO_LABEL_LIMIT,
-    alpha: Optional[float] = None,
-) -> Style:
-    """Decide how a picture of ``count`` instances is drawn.
-
-    Args:
-        count: the number of instances drawn.
-        labels: label each instance; None: only when ``count`` is at most ``label_limit``.
-            Ignored (no labels) with ``outlines``.
-        outlines: outlines only: no fill and no labels.
-        label_limit: above this many instances the picture is crowded: no labels unless asked
-            for, and a lighter fill; None: never crowded.
-        alpha: fill opacity; None: :data:`DEFAULT_ALPHA`, or :data:`CROWDED_ALPHA` when
-            crowded. Ignored (0) with ``outlines``.
-
-    Returns:
-        Style: the labels, the fill opacity and whether the picture is crowded.
-
-    Raises:
-        ValueError: ``alpha`` outside 0..1 or a negative ``label_limit``.
-    """
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    if label_limit is not None and label_limit < 0:
-        raise ValueError(f"label_limit must be at least 0 (or None: no limit), got {label_limit}")
-    crowded = label_limit is not None and count > label_limit
-    if outlines:
-        return Style(labels=False, alpha=0.0, crowded=crowded)
-    if labels is None:
-        labels = not crowded
-    if alpha is None:
-        alpha = CROWDED_ALPHA if crowded else DEFAULT_ALPHA
-    return Style(labels=bool(labels), alpha=float(alpha), crowded=crowded)
-
-
-def picture_size(
-    height: int, width: int, min_size: int = 0, max_size: Optional[int] = None
-) -> Tuple[int, int]:
-    """The size of the picture of an image: scaled, keeping its aspect, so that its long side
-    is at least ``min_size`` and at most ``max_size``.
-
-    Args:
-        height: the image's height.
-        width: the image's width.
-        min_size: smaller images are drawn larger, up to this long side (0: never).
-        max_size: larger images (and enlarged ones) are drawn smaller, down to this long side
-            (None: never); it wins over ``min_size``.
-
-    Returns:
-        tuple: ``(height, width)`` of the picture; the image's own when no scaling is needed.
-
-    Raises:
-        ValueError: a negative ``min_size`` or a ``max_size`` under 1.
-    """
-    if min_size is None or min_size < 0:
-        raise ValueError(f"min_size must be at least 0 (0: as is), got {min_size}")
-    if max_size is not None and max_size < 1:
-        raise ValueError(f"max_size must be at least 1 (or None: no limit), got {max_size}")
-    long_side = max(height, width)
-    target = max(long_side, min_size)
-    if max_size is not None:
-        target = min(target, max_size)
-    if target == long_side or long_side == 0:
-        return height, width
-    scale = target / long_side
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    legend_height: int = 0
+    score_threshold: Optional[float] = None
 
 
 def legend_lines(class_indices: Sequence[int], class_names: Sequence[str],
@@ -192,6 +124,32 @@ def legend_lines(class_indices: Sequence[int], class_names: Sequence[str],
                          minlength=len(class_names))
     lines = [f"{name}: {count}" for name, count in zip(class_names, counts)]
     return lines + [note] if note else lines
+
+
+def picture_shape(height: int, width: int, class_names: Sequence[str],
+                  style: DrawStyle = _DEFAULT_STYLE) -> Tuple[int, int]:
+    """The size of the picture :func:`draw_ground_truth` and :func:`draw_predictions` make of
+    an image: :func:`picture_size`, and the legend strip under it when there is one.
+
+    Args:
+        height: the image's height.
+        width: the image's width.
+        class_names: the classes (the legend's grid depends on their names).
+        style: how the picture is drawn.
+
+    Returns:
+        tuple: ``(height, width)`` of the picture.
+    """
+    out_height, out_width = picture_size(height, width, style.min_size, style.max_size)
+    legend = style.legend
+    if legend is None:
+        legend = min(out_height, out_width) >= _MIN_SIDE_FOR_TEXT
+    return out_height + (legend_height(out_width, class_names) if legend else 0), out_width
+
+
+def threshold_text(score_threshold: float) -> str:
+    """How the legend says which predictions were drawn: ``"score >= 0.5"``."""
+    return f"score >= {score_threshold:g}"
 
 
 # ---------------------------------------------------------------- scaling
@@ -357,12 +315,8 @@ def _composite_boxes(canvas: np.ndarray, boxes: Sequence[Optional[Tuple[float, .
                     canvas[cy0:cy1 + 1, x][on_y] = rgb
 
 
-# ---------------------------------------------------------------- text
 
-
-def _font_size(height: int, width: int) -> float:
-    """Detectron2's default label size for an image (points), as ``Visualizer`` computes it."""
-    return max(np.sqrt(height * width) // 90, 10)
+# ---------------------------------------------------------------- pictures
 
 
 def _label_text(shape: Shape, class_names: Sequence[str]) -> str:
@@ -370,125 +324,56 @@ def _label_text(shape: Shape, class_names: Sequence[str]) -> str:
     return text if shape.score is None else f"{text} {shape.score * 100:.0f}%"
 
 
-def _draw_label(visualizer, extent: Optional[Tuple[float, ...]], text: str, color,
-                height: int) -> None:
-    """Put a label by the instance whose picture extent is ``extent`` (below it, or beside
-    it at the picture's bottom edge); None: nowhere."""
-    if extent is None:
-        return
-    x0, y0, x1, y1 = extent
-    position = (x1, y0) if y1 >= height - 5 else (x0, y1)
-    font = max(0.6 * _font_size(height, visualizer.output.width), 8)
-    visualizer.draw_text(text, position, color=color, horizontal_alignment="left",
-                         font_size=font)
-
-
-def _draw_legend(visualizer, lines: Sequence[str], thing_colors) -> None:
-    """The legend's lines in the top-left corner: each class's line in its color, a note
-    (the lines after the classes) in white."""
-    output = visualizer.output
-    font = max(0.9 * _font_size(output.height, output.width), 10)
-    step = font * output.dpi / 72 * 1.7
-    for row, line in enumerate(lines):
-        color = (tuple(c / 255.0 for c in thing_colors[row]) if row < len(thing_colors)
-                 else (1.0, 1.0, 1.0))
-        visualizer.draw_text(line, (4, 4 + row * step), color=color,
-                             horizontal_alignment="left", font_size=font)
-
-
-# ---------------------------------------------------------------- pictures
-
-
-def _draw(
-    image_rgb: np.ndarray, shapes: List[Shape], metadata, *, total: int, note: str,
-    labels: Optional[bool], outlines: bool, label_limit: Optional[int], boxes: bool,
-    alpha: Optional[float], legend: Optional[bool], min_size: int, max_size: Optional[int],
-    resize: str, return_info: bool,
-):
+def _draw(image_rgb: np.ndarray, shapes: List[Shape], metadata, style: DrawStyle, *,
+          total: int, note: str, score_threshold: Optional[float], return_info: bool):
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {image_rgb.shape}")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     for shape in shapes:
         if not 0 <= shape.class_index < len(metadata.thing_colors):
             raise ValueError(f"class index {shape.class_index} has no color in the metadata "
                              f"({len(metadata.thing_colors)} classes)")
-    style = picture_style(len(shapes), labels=labels, outlines=outlines,
-                          label_limit=label_limit, alpha=alpha)
+    decided = picture_style(len(shapes), labels=style.labels, outlines=style.outlines,
+                            label_limit=style.label_limit, alpha=style.alpha)
     height, width = image_rgb.shape[:2]
-    out_height, out_width = picture_size(height, width, min_size, max_size)
+    out_height, out_width = picture_size(height, width, style.min_size, style.max_size)
     rows, cols = _index_map(height, out_height), _index_map(width, out_width)
     canvas = np.ascontiguousarray(_resize_image(image_rgb.astype(np.uint8, copy=False), rows,
-                                                cols, resize))
+                                                cols, style.resize))
     colors = _instance_colors(shapes, metadata.thing_colors)
     # Largest first, so small instances stay visible on top (as Detectron2 orders them).
     areas = [int(s.crop.sum()) if s.crop is not None else 0 for s in shapes]
     order = np.argsort(-np.asarray(areas, dtype=np.int64), kind="stable")
     line_width = _line_width(out_height, out_width)
     _composite_masks(canvas, _label_map(shapes, order, height, width, rows, cols), colors,
-                     style.alpha, line_width)
+                     decided.alpha, line_width)
     sy, sx = out_height / height, out_width / width
-    if boxes:
+    if style.boxes:
         _composite_boxes(canvas, [_picture_box(s, sy, sx) for s in shapes], colors, line_width)
-    if legend is None:
-        legend = min(out_height, out_width) >= _MIN_SIDE_FOR_TEXT
-    lines = legend_lines([s.class_index for s in shapes], metadata.thing_classes,
-                         note) if legend else []
     picture = canvas
-    if style.labels and shapes:
+    if decided.labels and shapes:
         texts = [_label_text(s, metadata.thing_classes) for s in shapes]
         extents = [_picture_extent(s, rows, cols, sy, sx) for s in shapes]
-        picture = _draw_text(canvas, list(zip(texts, extents, colors)), lines, metadata)
-    elif lines:
-        picture = _draw_text(canvas, [], lines, metadata)
+        picture = draw_labels(canvas, list(zip(texts, extents, colors)), metadata)
+    lines: List[str] = []
+    if picture_shape(height, width, metadata.thing_classes, style)[0] > out_height:
+        lines = legend_lines([s.class_index for s in shapes], metadata.thing_classes, note)
+        info = threshold_text(score_threshold) if score_threshold is not None else ""
+        strip = legend_strip(out_width, metadata.thing_classes, lines, metadata.thing_colors,
+                             info)
+        picture = np.concatenate([picture, strip], axis=0)
     if not return_info:
         return picture
-    return picture, PictureInfo(out_height, out_width, style, len(shapes), total, lines)
-
-
-def _draw_text(canvas: np.ndarray, labels: Sequence[Tuple], lines: Sequence[str],
-               metadata) -> np.ndarray:
-    """Labels and legend drawn over the picture with Detectron2's ``Visualizer``.
-
-    Args:
-        canvas: the picture.
-        labels: ``(text, extent, color)`` per label (see :func:`_draw_label`).
-        lines: the legend's lines (none: no legend).
-        metadata: the classes' names and colors.
-
-    Returns:
-        np.ndarray: the picture with the text.
-    """
-    from detectron2.utils.visualizer import ColorMode, Visualizer
-
-    height, width = canvas.shape[:2]
-    visualizer = Visualizer(canvas, metadata, instance_mode=ColorMode.SEGMENTATION)
-    for text, extent, color in labels:
-        _draw_label(visualizer, extent, text, color, height)
-    if lines:
-        _draw_legend(visualizer, lines, metadata.thing_colors)
-    picture = visualizer.get_output().get_image()
-    if picture.shape[:2] != (height, width):  # matplotlib rounding; never seen, but cheap
-        picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_NEAREST)
-    return picture
+    return picture, PictureInfo(picture.shape[0], out_width, decided, len(shapes), total, lines,
+                                picture.shape[0] - out_height, score_threshold)
 
 
 def draw_ground_truth(
     image_rgb: np.ndarray,
     record: Dict,
     metadata,
-    max_instances: Optional[int] = None,
+    style: DrawStyle = _DEFAULT_STYLE,
     *,
-    labels: Optional[bool] = None,
-    outlines: bool = False,
-    label_limit: Optional[int] = AUTO_LABEL_LIMIT,
-    boxes: bool = False,
-    alpha: Optional[float] = None,
-    legend: Optional[bool] = None,
-    min_size: int = 0,
-    max_size: Optional[int] = None,
-    resize: str = "nearest",
     return_info: bool = False,
 ):
     """Draw a Detectron2 dataset dict's annotations over its image.
@@ -498,43 +383,27 @@ def draw_ground_truth(
         record: dataset dict with ``height``, ``width`` and ``annotations`` (``category_id``
             0..K-1; ``segmentation`` as RLE or polygons; optional ``bbox``/``bbox_mode``).
         metadata: Detectron2 metadata with ``thing_classes`` and ``thing_colors``.
-        max_instances: draw only the first this many annotations (None: all); the legend
-            says when some were left out ("first 100 of 675 shown").
-        labels: class-name labels by each instance; None: only with at most ``label_limit``
-            instances (see :func:`picture_style`).
-        outlines: outlines only: no fill, no labels.
-        label_limit: above this many instances, outlines with a light fill and the legend's
-            counts instead of labels (None: no limit).
-        boxes: also draw the annotation boxes (dashed).
-        alpha: fill opacity of the masks; None: :data:`DEFAULT_ALPHA` (0.45), or
-            :data:`CROWDED_ALPHA` (0.2) above ``label_limit``.
-        legend: a class legend with counts in the top-left corner; None: when the picture is
-            at least 160 px on each side.
-        min_size: draw smaller images larger, to this long side in pixels (0: the image's
-            size; the tools use :data:`DEFAULT_MIN_SIZE`).
-        max_size: draw larger images smaller, to this long side (None: never).
-        resize: how the image is resized, ``"nearest"`` or ``"smooth"`` (masks: always
-            nearest).
+        style: how to draw (:class:`~.style.DrawStyle`; default: at the image's size, labels
+            up to 50 instances, a legend strip when the picture is at least 160 px on each
+            side). Its ``max_instances`` draws only the first annotations; the legend says
+            when some were left out ("first 100 of 675 shown").
         return_info: also return what the picture shows.
 
     Returns:
-        np.ndarray: ``HxWx3 uint8`` RGB picture, of :func:`picture_size` (the image's size by
-        default); with ``return_info``, ``(picture, PictureInfo)``.
+        np.ndarray: ``HxWx3 uint8`` RGB picture: the image at :func:`picture_size` (the
+        image's size by default), with the legend strip under it; with ``return_info``,
+        ``(picture, PictureInfo)``.
 
     Raises:
         DatasetError: an annotation whose mask does not match the record's size.
-        ValueError: the image is not ``HxWx3`` or not the record's size; a bad option.
+        ValueError: the image is not ``HxWx3`` or not the record's size.
     """
     _check_size(image_rgb, record)
-    if max_instances is not None and max_instances < 0:
-        raise ValueError(f"max_instances must be at least 0 (or None: all), got {max_instances}")
-    shapes = ground_truth_shapes(record, max_instances)
+    shapes = ground_truth_shapes(record, style.max_instances)
     total = len(record.get("annotations", []))
     note = f"first {len(shapes)} of {total} shown" if total > len(shapes) else ""
-    return _draw(image_rgb, shapes, metadata, total=total, note=note, labels=labels,
-                 outlines=outlines, label_limit=label_limit, boxes=boxes, alpha=alpha,
-                 legend=legend, min_size=min_size, max_size=max_size, resize=resize,
-                 return_info=return_info)
+    return _draw(image_rgb, shapes, metadata, style, total=total, note=note,
+                 score_threshold=None, return_info=return_info)
 
 
 def draw_predictions(
@@ -542,18 +411,9 @@ def draw_predictions(
     entries: Sequence[Dict],
     metadata,
     score_threshold: float = 0.5,
-    max_instances: Optional[int] = None,
+    style: DrawStyle = _DEFAULT_STYLE,
     *,
     bbox_format: str = "xywh",
-    labels: Optional[bool] = None,
-    outlines: bool = False,
-    label_limit: Optional[int] = AUTO_LABEL_LIMIT,
-    boxes: bool = False,
-    alpha: Optional[float] = None,
-    legend: Optional[bool] = None,
-    min_size: int = 0,
-    max_size: Optional[int] = None,
-    resize: str = "nearest",
     return_info: bool = False,
     where: str = "<predictions>",
 ):
@@ -565,35 +425,30 @@ def draw_predictions(
             by ``metadata.thing_dataset_id_to_contiguous_id``), ``segmentation`` (RLE of the
             image's size) and/or ``bbox``; ``image_id`` is not looked at.
         metadata: Detectron2 metadata with ``thing_classes`` and ``thing_colors``.
-        score_threshold: entries scoring below this are left out.
-        max_instances: draw at most this many, the highest scores first (None: all); the
-            legend says when some were left out ("top 300 of 675 shown").
+        score_threshold: entries scoring below this are left out; the legend says it
+            (``"score >= 0.5"``).
+        style: how to draw (see :func:`draw_ground_truth`); its ``max_instances`` draws the
+            highest scores first ("top 300 of 675 shown"); ``boxes`` draws the boxes
+            (dashed), e.g. to check them against the masks.
         bbox_format: ``"xywh"`` (COCO), ``"xyxy"``, or ``"auto"`` (see
             :func:`detect_bbox_format`).
-        labels: "class score%" labels; None: only with at most ``label_limit`` instances.
-        outlines, label_limit, alpha, legend, min_size, max_size, resize, return_info: see
-            :func:`draw_ground_truth`.
-        boxes: also draw the boxes (dashed), e.g. to check them against the masks.
+        return_info: also return what the picture shows.
         where: named in errors (e.g. the results file).
 
     Returns:
-        np.ndarray: ``HxWx3 uint8`` RGB picture, of :func:`picture_size` (the image's size by
-        default); with ``return_info``, ``(picture, PictureInfo)``.
+        np.ndarray: ``HxWx3 uint8`` RGB picture (see :func:`draw_ground_truth`); with
+        ``return_info``, ``(picture, PictureInfo)``.
 
     Raises:
         DatasetError: an entry with an unknown category or a mask of another size.
         ValueError: a bad option.
     """
-    if max_instances is not None and max_instances < 0:
-        raise ValueError(f"max_instances must be at least 0 (or None: all), got {max_instances}")
     height, width = np.asarray(image_rgb).shape[:2]
     shapes, passing = prediction_shapes(entries, metadata, height, width, score_threshold,
-                                         max_instances, bbox_format, where)
+                                         style.max_instances, bbox_format, where)
     note = f"top {len(shapes)} of {passing} shown" if passing > len(shapes) else ""
-    return _draw(image_rgb, shapes, metadata, total=passing, note=note, labels=labels,
-                 outlines=outlines, label_limit=label_limit, boxes=boxes, alpha=alpha,
-                 legend=legend, min_size=min_size, max_size=max_size, resize=resize,
-                 return_info=return_info)
+    return _draw(image_rgb, shapes, metadata, style, total=passing, note=note,
+                 score_threshold=score_threshold, return_info=return_info)
 
 
 def _check_size(image_rgb: np.ndarray, record: Dict) -> None:
@@ -604,17 +459,6 @@ def _check_size(image_rgb: np.ndarray, record: Dict) -> None:
                          f"{record['height']}x{record['width']}")
 
 
-def _put_title(picture: np.ndarray, text: str, x: int, panel_side: int) -> None:
-    """White text with a dark outline at the bottom-left of a panel, in place; larger on
-    larger panels (``panel_side``: the panel's short side)."""
-    scale = max(0.5, panel_side / 1000)
-    thickness = max(1, int(round(scale * 1.5)))
-    origin = (x + int(6 * scale / 0.5), picture.shape[0] - int(8 * scale / 0.5))
-    for color, width in (((0, 0, 0), thickness + 2), ((255, 255, 255), thickness)):
-        cv2.putText(picture, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, width,
-                    cv2.LINE_AA)
-
-
 def side_by_side(
     left: np.ndarray, right: np.ndarray, titles: Optional[Tuple[str, str]] = (
         "ground truth", "prediction")
@@ -623,10 +467,11 @@ def side_by_side(
 
     Args:
         left: ``HxWx3`` picture.
-        right: ``HxWx3`` picture of the same size (drawn with the same ``min_size`` /
-            ``max_size``, so both halves have one scale).
-        titles: captions at the bottom-left of each half (left out for pictures under
-            160 px); None: no captions.
+        right: ``HxWx3`` picture of the same size (drawn with the same style, so both halves
+            have one scale and legend strips of one height).
+        titles: captions at the bottom-left of each half, white with a dark outline (in the
+            last row of a legend strip, which leaves them room); left out for pictures under
+            160 px; None: no captions.
 
     Returns:
         np.ndarray: ``Hx2Wx3`` picture; a 2-pixel white line (drawn over the pictures' inner
@@ -644,5 +489,5 @@ def side_by_side(
         picture[:, width - 1:width + 1] = _SEPARATOR_COLOR
     if titles and min(height, width) >= _MIN_SIDE_FOR_TEXT:
         for index, title in enumerate(titles):
-            _put_title(picture, title, index * width, min(height, width))
+            put_title(picture, title, index * width, width)
     return picture

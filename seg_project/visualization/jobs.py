@@ -8,18 +8,21 @@ from typing import Dict, List, Optional, Sequence
 
 from ..submission.entries import detect_bbox_format, load_result_entries
 from ..utils.paths import check_output_dir
-from .draw import (
+from .render import picture_targets, render_dataset, render_predictions
+from .sources import check_result_ids, load_annotated_source, prediction_records, select_records
+from .style import (
     AUTO_LABEL_LIMIT,
     CROWDED_ALPHA,
     DEFAULT_ALPHA,
     DEFAULT_MIN_SIZE,
     RESIZE_MODES,
+    TOOL_STYLE,
+    DrawStyle,
 )
-from .render import picture_targets, render_dataset, render_predictions
-from .sources import check_result_ids, load_annotated_source, prediction_records, select_records
 
 __all__ = [
     "add_picture_arguments",
+    "draw_style",
     "picture_options",
     "visualize_dataset",
     "visualize_model",
@@ -106,9 +109,32 @@ def add_picture_arguments(parser) -> None:
                         help="replace pictures that already exist in --out")
 
 
+def draw_style(args) -> DrawStyle:
+    """The drawing style that :func:`add_picture_arguments` options give: the one place
+    where the drawing flags become a :class:`~.style.DrawStyle`.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        DrawStyle: the style.
+
+    Raises:
+        ValueError: ``--labels`` with ``--outlines``.
+    """
+    if args.labels and args.outlines:
+        raise ValueError("--labels and --outlines exclude each other (--outlines draws no "
+                         "labels)")
+    return DrawStyle(labels=args.labels, outlines=args.outlines, label_limit=args.label_limit,
+                     boxes=args.boxes, alpha=args.alpha, min_size=args.min_size,
+                     max_size=args.max_size, resize=args.resize,
+                     max_instances=args.max_instances)
+
+
 def picture_options(args) -> Dict:
     """The keyword arguments of :func:`visualize_dataset` / :func:`visualize_results` /
-    :func:`visualize_model` that :func:`add_picture_arguments` options give.
+    :func:`visualize_model` that :func:`add_picture_arguments` options give: which images,
+    where to, and the drawing style (:func:`draw_style`).
 
     Args:
         args: the parsed command line.
@@ -119,21 +145,14 @@ def picture_options(args) -> Dict:
     Raises:
         ValueError: ``--labels`` with ``--outlines``.
     """
-    if args.labels and args.outlines:
-        raise ValueError("--labels and --outlines exclude each other (--outlines draws no "
-                         "labels)")
     options = dict(
         out_dir=args.out, sample=args.sample, seed=args.seed, names=args.names,
         split=args.split, config_file=args.config_file,
         config_opts=list(getattr(args, "opts", None) or []),  # tools/visualize.py's overrides
-        labels=args.labels, boxes=args.boxes, alpha=args.alpha, overwrite=args.overwrite,
-        outlines=args.outlines, label_limit=args.label_limit, min_size=args.min_size,
-        max_size=args.max_size, resize=args.resize,
+        style=draw_style(args), overwrite=args.overwrite,
         class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names
         else None,
     )
-    if args.max_instances is not None:
-        options["max_instances"] = args.max_instances
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
     return options
@@ -151,9 +170,9 @@ def visualize_dataset(
     sample: Optional[int] = None,
     seed: int = 0,
     names: Optional[Sequence[str]] = None,
+    style: DrawStyle = TOOL_STYLE,
     overwrite: bool = False,
     progress: bool = True,
-    **draw_options,
 ) -> List[Path]:
     """Draw a dataset's ground truth, one picture per image (``tools/visualize_data.py``).
 
@@ -167,8 +186,8 @@ def visualize_dataset(
         config_opts: ``KEY VALUE`` overrides of that config.
         class_names, num_classes: the classes of a folder dataset.
         sample, seed, names: which images (see :func:`select_records`).
+        style: how to draw (:class:`~.style.DrawStyle`).
         overwrite, progress: see :func:`render_dataset`.
-        **draw_options: see :func:`draw_ground_truth`.
 
     Returns:
         list[Path]: the pictures written.
@@ -179,8 +198,8 @@ def visualize_dataset(
         class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
     records, metadata = load_annotated_source(source, split, class_names, num_classes)
     chosen = select_records(records, sample, seed, names)
-    return render_dataset(chosen, metadata, out_dir, overwrite=overwrite, progress=progress,
-                          **draw_options)
+    return render_dataset(chosen, metadata, out_dir, style=style, overwrite=overwrite,
+                          progress=progress)
 
 
 def _load_config(config_file, config_opts: Sequence[str] = ()):
@@ -211,9 +230,11 @@ def visualize_results(
     sample: Optional[int] = None,
     seed: int = 0,
     names: Optional[Sequence[str]] = None,
+    style: DrawStyle = TOOL_STYLE,
+    score_threshold: float = 0.5,
+    bbox_format: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
-    **draw_options,
 ) -> List[Path]:
     """Draw a COCO results JSON over its images (``tools/visualize.py --results``).
 
@@ -232,9 +253,10 @@ def visualize_results(
         class_names, num_classes: the classes when no registered dataset gives them
             (default: ``classN`` for N up to the highest ``category_id``, at least 4).
         sample, seed, names: which images to draw (see :func:`select_records`).
+        style: how to draw (:class:`~.style.DrawStyle`).
+        score_threshold: predictions scoring below it are left out.
+        bbox_format: ``"xywh"``, ``"xyxy"`` or ``"auto"`` (resolved once for the whole file).
         overwrite, progress: see :func:`render_predictions`.
-        **draw_options: see :func:`draw_predictions`; ``bbox_format`` defaults to ``"auto"``,
-            resolved once for the whole file.
 
     Returns:
         list[Path]: the pictures written.
@@ -255,18 +277,19 @@ def visualize_results(
     records, metadata, with_gt = prediction_records(images, id_map, dataset, gt_root, split,
                                                      class_names, num_classes)
     check_result_ids(entries, records, results_file)
-    if draw_options.get("bbox_format", "auto") == "auto":
-        draw_options["bbox_format"] = detect_bbox_format(entries)
-        logger.info(f"{results_file}: boxes read as {draw_options['bbox_format']}")
+    if bbox_format == "auto":
+        bbox_format = detect_bbox_format(entries)
+        logger.info(f"{results_file}: boxes read as {bbox_format}")
     by_image: Dict[int, List[Dict]] = {}
     for entry in entries:
         by_image.setdefault(entry["image_id"], []).append(entry)
     chosen = select_records(records, sample, seed, names)
     picture_targets(chosen, Path(out_dir), overwrite)
     pairs = ((r, by_image.get(r["image_id"], [])) for r in chosen)
-    return render_predictions(pairs, metadata, out_dir, with_ground_truth=with_gt,
-                              count=len(chosen), overwrite=overwrite, progress=progress,
-                              where=str(results_file), **draw_options)
+    return render_predictions(pairs, metadata, out_dir, style=style,
+                              score_threshold=score_threshold, bbox_format=bbox_format,
+                              with_ground_truth=with_gt, count=len(chosen), overwrite=overwrite,
+                              progress=progress, where=str(results_file))
 
 
 def _predict_files(cfg, weights, device, paths):
@@ -296,9 +319,11 @@ def visualize_model(
     sample: Optional[int] = None,
     seed: int = 0,
     names: Optional[Sequence[str]] = None,
+    style: DrawStyle = TOOL_STYLE,
+    score_threshold: float = 0.5,
+    bbox_format: str = "xywh",
     overwrite: bool = False,
     progress: bool = True,
-    **draw_options,
 ) -> List[Path]:
     """Run a trained model on images and draw its predictions (``tools/visualize.py
     --config-file --weights``); with a dataset the ground truth is drawn alongside.
@@ -313,8 +338,9 @@ def visualize_model(
         dataset, gt_root, split: a dataset with ground truth (see :func:`visualize_results`).
         device: "cpu", "cuda", ... (default: the config's ``MODEL.DEVICE``, cpu without a GPU).
         class_names, num_classes: default: the config's ``DATASETS.CELLS.CLASS_NAMES``.
-        sample, seed, names, overwrite, progress, **draw_options: see
-            :func:`visualize_results` (``bbox_format`` defaults to ``"xywh"``).
+        sample, seed, names, style, score_threshold, overwrite, progress: see
+            :func:`visualize_results`.
+        bbox_format: the layout of the boxes the model's entries carry (``"xywh"``).
 
     Returns:
         list[Path]: the pictures written.
@@ -331,7 +357,7 @@ def visualize_model(
     by_path = {str(Path(r["file_name"]).resolve()): r for r in chosen}
     predictions = _predict_files(cfg, str(weights), device, [r["file_name"] for r in chosen])
     pairs = ((by_path[str(Path(path).resolve())], entries) for path, entries in predictions)
-    draw_options.setdefault("bbox_format", "xywh")
-    return render_predictions(pairs, metadata, out_dir, with_ground_truth=with_gt,
-                              count=len(chosen), overwrite=overwrite, progress=progress,
-                              where=str(weights), **draw_options)
+    return render_predictions(pairs, metadata, out_dir, style=style,
+                              score_threshold=score_threshold, bbox_format=bbox_format,
+                              with_ground_truth=with_gt, count=len(chosen), overwrite=overwrite,
+                              progress=progress, where=str(weights))

@@ -1,5 +1,6 @@
 """Pictures written into a folder: one ``<image name>.png`` per image, atomically."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -8,15 +9,11 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..utils.atomic_files import atomic_write
-from .draw import DEFAULT_MIN_SIZE, draw_ground_truth, draw_predictions, side_by_side
+from .draw import draw_ground_truth, draw_predictions, side_by_side
 from .sources import image_name
+from .style import TOOL_STYLE, DrawStyle
 
 __all__ = ["picture_targets", "render_dataset", "render_predictions", "save_png"]
-
-# The options of draw_predictions that the ground-truth half of a side-by-side picture shares
-# (the size ones, so that both halves have one scale).
-_SHARED_OPTIONS = ("labels", "outlines", "label_limit", "alpha", "legend", "min_size",
-                   "max_size", "resize", "max_instances")
 
 
 def save_png(path, image: np.ndarray, *, overwrite: bool = False) -> Path:
@@ -81,9 +78,9 @@ def render_dataset(
     metadata,
     out_dir,
     *,
+    style: DrawStyle = TOOL_STYLE,
     overwrite: bool = False,
     progress: bool = True,
-    **draw_options,
 ) -> List[Path]:
     """Draw each record's ground truth over its image into ``out_dir/<image name>.png``.
 
@@ -91,23 +88,21 @@ def render_dataset(
         records: dataset dicts (see :func:`draw_ground_truth`).
         metadata: their Detectron2 metadata.
         out_dir: output folder (created if needed).
+        style: how to draw (default :data:`~.style.TOOL_STYLE`: small images drawn up to
+            1,024 px).
         overwrite: replace existing pictures (otherwise refuse before drawing anything).
         progress: show a progress bar.
-        **draw_options: passed to :func:`draw_ground_truth`; ``min_size`` defaults to
-            :data:`~.draw.DEFAULT_MIN_SIZE` (1,024 px: small images are drawn larger).
 
     Returns:
         list[Path]: the pictures written.
     """
     from tqdm import tqdm
 
-    draw_options.setdefault("min_size", DEFAULT_MIN_SIZE)
     out_dir = Path(out_dir)
     targets = picture_targets(records, out_dir, overwrite)
     for record, target in tqdm(list(zip(records, targets)), desc="drawing", unit="image",
                                disable=not progress):
-        picture = draw_ground_truth(read_image(record["file_name"]), record, metadata,
-                                    **draw_options)
+        picture = draw_ground_truth(read_image(record["file_name"]), record, metadata, style)
         save_png(target, picture, overwrite=overwrite)
     return targets
 
@@ -117,12 +112,14 @@ def render_predictions(
     metadata,
     out_dir,
     *,
+    style: DrawStyle = TOOL_STYLE,
+    score_threshold: float = 0.5,
+    bbox_format: str = "xywh",
     with_ground_truth: bool = False,
     count: Optional[int] = None,
     overwrite: bool = False,
     progress: bool = True,
     where: str = "<predictions>",
-    **draw_options,
 ) -> List[Path]:
     """Draw predictions, optionally next to the ground truth, one picture per image.
 
@@ -131,35 +128,33 @@ def render_predictions(
             ``with_ground_truth``) and its COCO result entries; may be a lazy generator.
         metadata: Detectron2 metadata of the classes.
         out_dir: output folder; pictures are ``<image name>.png``.
+        style: how to draw (default :data:`~.style.TOOL_STYLE`); the ground truth is drawn
+            with the same style but no boxes, so both halves have one scale.
+        score_threshold, bbox_format: see :func:`draw_predictions`.
         with_ground_truth: draw ground truth (left) and predictions (right), double width.
         count: the number of pairs, for the progress bar.
         overwrite: replace existing pictures.
         progress: show a progress bar.
         where: named in errors about entries (e.g. the results file).
-        **draw_options: passed to :func:`draw_predictions` (``score_threshold``,
-            ``max_instances``, ``bbox_format``, ``labels``, ``outlines``, ``min_size``, ...);
-            ``min_size`` defaults to :data:`~.draw.DEFAULT_MIN_SIZE` (1,024 px). The ground
-            truth is drawn with the same style, size and cap options (not ``boxes``), so both
-            halves have one scale.
 
     Returns:
         list[Path]: the pictures written.
     """
     from tqdm import tqdm
 
-    draw_options.setdefault("min_size", DEFAULT_MIN_SIZE)
     out_dir = Path(out_dir)
     written = []
-    gt_options = {k: v for k, v in draw_options.items() if k in _SHARED_OPTIONS}
+    truth_style = replace(style, boxes=False)
     for record, entries in tqdm(pairs, total=count, desc="drawing", unit="image",
                                 disable=not progress):
         target = picture_targets([record], out_dir, overwrite)[0]
         if target in written:
             raise ValueError(f"two images would both be drawn to {target}")
         image = read_image(record["file_name"])
-        picture = draw_predictions(image, entries, metadata, where=where, **draw_options)
+        picture = draw_predictions(image, entries, metadata, score_threshold, style,
+                                   bbox_format=bbox_format, where=where)
         if with_ground_truth:
-            truth = draw_ground_truth(image, record, metadata, **gt_options)
+            truth = draw_ground_truth(image, record, metadata, truth_style)
             picture = side_by_side(truth, picture)
         written.append(save_png(target, picture, overwrite=overwrite))
     return written
