@@ -147,7 +147,7 @@ def test_crop_pasting_matches_detectron2_full_size_pasting():
 
 
 def test_predictor_rejects_missing_weights(tmp_path):
-    from seg_project.engine import WeightsNotFoundError
+    from seg_project.checkpoint import WeightsNotFoundError
     from seg_project.inference.predictor import Predictor
 
     cfg = get_seg_project_cfg()

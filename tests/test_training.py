@@ -16,8 +16,9 @@ import torch
 from conftest import QUICK_CONFIG, REPO, load_tool, run_train_net, train_args
 from detectron2.utils.events import EventStorage
 
+from seg_project.checkpoint import CellsCheckpointer, WeightsNotFoundError
 from seg_project.config import get_seg_project_cfg, resolve_epochs
-from seg_project.engine import CellsCheckpointer, WeightsNotFoundError, setup_cfg
+from seg_project.engine import setup_cfg
 from seg_project.engine.hooks import BestCheckpointHook
 
 

@@ -1,13 +1,10 @@
 """Training: the trainer, its hooks, mixed precision, checkpointing and run setup."""
 
-from .checkpointer import CellsCheckpointer, WeightsNotFoundError
 from .setup import evaluate_weights, finalize_config, load_config, plan_run, setup_cfg, start_run
 from .trainer import CellsTrainer
 
 __all__ = [
-    "CellsCheckpointer",
     "CellsTrainer",
-    "WeightsNotFoundError",
     "evaluate_weights",
     "finalize_config",
     "load_config",

@@ -9,7 +9,7 @@ from detectron2.engine.hooks import EvalHook
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, get_event_storage
 
-from .checkpointer import PERIODIC_CHECKPOINT_RE
+from ..checkpoint import PERIODIC_CHECKPOINT_RE
 
 __all__ = [
     "BestCheckpointHook",

@@ -24,6 +24,15 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import (
+    CellsCheckpointer,
+    ResumePoint,
+    check_predictors,
+    config_asks,
+    find_resume_point,
+    predictor_outputs,
+    read_weights,
+)
 from ..config import get_seg_project_cfg, register_datasets_from_config, resolve_epochs
 from ..data.catalog import write_split_file
 from ..data.intensity import (
@@ -36,14 +45,6 @@ from ..utils.cli import config_error
 from ..utils.device import resolve_device
 from ..utils.errors import ConfigError, DatasetError
 from ..utils.paths import check_output_dir
-from .checkpointer import (
-    ResumePoint,
-    check_predictors,
-    config_asks,
-    find_resume_point,
-    predictor_outputs,
-    read_weights,
-)
 from .mixed_precision import CPU_DTYPES
 
 __all__ = [
@@ -384,7 +385,6 @@ def evaluate_weights(cfg, trainer_class=None):
     """Load ``MODEL.WEIGHTS`` (its predictors must fit the config's classes) and evaluate on
     ``DATASETS.TEST`` (also with test-time augmentation when ``TEST.AUG.ENABLED``); returns
     the results dict."""
-    from .checkpointer import CellsCheckpointer
     from .trainer import CellsTrainer
 
     trainer_class = trainer_class or CellsTrainer

@@ -10,11 +10,11 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import CellsCheckpointer, config_asks
 from ..data.mapper import CellsDatasetMapper
 from ..evaluation.evaluator import CellsCOCOEvaluator
 from ..inference.postprocess import RLEOutputModel
 from ..inference.tiling import TiledInference
-from .checkpointer import CellsCheckpointer
 from .hooks import (
     BestCheckpointHook,
     EpochCheckpointer,
@@ -119,8 +119,6 @@ class CellsTrainer(DefaultTrainer):
         Raises:
             WeightsError: an unreadable checkpoint, or one that does not fit the config.
         """
-        from .checkpointer import config_asks
-
         checkpointer = self.checkpointer
         if resume and checkpointer.has_checkpoint():
             checkpointer.load(checkpointer.get_checkpoint_file(),

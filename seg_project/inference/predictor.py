@@ -19,11 +19,11 @@ from detectron2.data import transforms as T
 from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 
+from ..checkpoint import CellsCheckpointer, config_asks
 from ..data.image_io import read_image
 from ..data.intensity import resolve_intensity_rule
 from ..data.mapper import to_model_format
 from ..data.resize import build_resize, tta_resizes
-from ..engine.checkpointer import CellsCheckpointer, config_asks
 from ..utils.device import resolve_device
 from .postprocess import RLEOutputModel, instances_to_coco_entries, postprocess_to_rle
 from .tiling import TiledInference
