@@ -14,11 +14,11 @@ from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.intensity import (
     INTENSITY_RULE_FILE,
     IntensityRule,
-    compute_intensity_rule,
     read_intensity_rule_file,
     resolve_intensity_rule,
     write_intensity_rule_file,
 )
+from seg_project.data.stats import compute_intensity_rule
 
 TISSUE = 3000  # the same stain intensity in both images
 

@@ -35,12 +35,8 @@ from ..checkpoint import (
 )
 from ..config import get_seg_project_cfg, register_datasets_from_config, resolve_epochs
 from ..data.catalog import write_split_file
-from ..data.intensity import (
-    IntensityRule,
-    compute_intensity_rule,
-    read_intensity_rule_file,
-    write_intensity_rule_file,
-)
+from ..data.intensity import IntensityRule, read_intensity_rule_file, write_intensity_rule_file
+from ..data.stats import compute_intensity_rule
 from ..utils.cli import config_error
 from ..utils.device import resolve_device
 from ..utils.errors import ConfigError, DatasetError
