@@ -205,10 +205,9 @@ def _inference_seconds(log_text: str) -> Optional[float]:
 
 
 def _iters_per_epoch(config: str, overrides: Dict, num_images: int) -> int:
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(REPO_ROOT / config))
+    cfg = load_config(REPO_ROOT / config)
     batch = int(overrides.get("SOLVER.IMS_PER_BATCH", cfg.SOLVER.IMS_PER_BATCH))
     return math.ceil(num_images / batch)
 

@@ -373,10 +373,9 @@ def test_training_from_another_tasks_weights_lists_the_fresh_layers(other_weight
     from detectron2.modeling import build_model
 
     from seg_project.checkpoint import CellsCheckpointer
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     model = build_model(cfg)
     fresh_cls = model.roi_heads.box_predictor.cls_score.weight.detach().clone()
     checkpointer = CellsCheckpointer(model)
@@ -695,12 +694,10 @@ def test_bfloat16_and_float32_losses_agree(synthetic_root, trained_run):
     from detectron2.utils.events import EventStorage
 
     from seg_project.checkpoint import CellsCheckpointer
-    from seg_project.config import get_seg_project_cfg, register_datasets_from_config
+    from seg_project.config import load_config, register_datasets_from_config
     from seg_project.data.mapper import CellsDatasetMapper
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
-    cfg.merge_from_list(tiny_opts(synthetic_root, trained_run))
+    cfg = load_config(QUICK_CONFIG, tiny_opts(synthetic_root, trained_run))
     register_datasets_from_config(cfg)
     model = build_model(cfg)
     CellsCheckpointer(model).load(str(trained_run / "model_final.pth"))

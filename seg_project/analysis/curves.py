@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 
+from ..config import read_config_dict
 from ..utils.errors import DatasetError
 from ..utils.paths import require_file
 from ..utils.values import is_number
@@ -199,16 +199,7 @@ def read_run_config(path) -> Dict[str, float]:
     Raises:
         DatasetError: The file is not YAML or not a mapping.
     """
-    path = Path(path)
-    require_file(path)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"is not a readable YAML file ({e})") from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise DatasetError(path, "is not a Detectron2 config (its top level is not a mapping)")
+    cfg = read_config_dict(path)
     solver = cfg.get("SOLVER") or {}
     if not isinstance(solver, dict):
         raise DatasetError(path, "SOLVER is not a mapping")

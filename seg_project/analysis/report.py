@@ -40,8 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
+from ..config import read_config_dict
 from ..utils.atomic_files import write_text
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file, require_file
@@ -82,11 +81,11 @@ def _read_config(run_dir: Path) -> Tuple[Optional[Dict], str]:
     if not path.is_file():
         return None, f"no {path} (not written by tools/train_net.py?)"
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        return None, f"{path} is not readable YAML ({e})"
-    if not isinstance(config, dict):
-        return None, f"{path} is not a Detectron2 config (not a mapping)"
+        config = read_config_dict(path)
+    except DatasetError as e:
+        return None, str(e)
+    if not config:
+        return None, f"{path} is not a Detectron2 config (it holds no keys)"
     return config, ""
 
 
@@ -116,10 +115,9 @@ def _choose_dataset(run_dir: Path, config: Optional[Dict],
 
 def _register_datasets(run_dir: Path) -> None:
     """Register the run's datasets (its config, its split)."""
-    from ..config import get_seg_project_cfg, register_datasets_from_config
+    from ..config import load_config, register_datasets_from_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(run_dir / "config.yaml"))
+    cfg = load_config(run_dir / "config.yaml")
     split_file = run_dir / "cells_split.json"
     if not cfg.DATASETS.CELLS.VAL_LIST and split_file.is_file():
         cfg.DATASETS.CELLS.VAL_LIST = str(split_file)

@@ -10,6 +10,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, get_event_storage
 
 from ..checkpoint import PERIODIC_CHECKPOINT_RE
+from ..config import check_best_metric_mode
 
 __all__ = [
     "BestCheckpointHook",
@@ -105,8 +106,7 @@ class BestCheckpointHook(HookBase):
 
     def __init__(self, eval_period: int, checkpointer, metric: str = "segm/AP50",
                  mode: str = "max", patience: int = 0, iters_per_epoch: int = 0):
-        if mode not in ("max", "min"):
-            raise ValueError(f"TEST.BEST_METRIC_MODE must be max or min, got {mode}")
+        check_best_metric_mode(mode)
         self._period = eval_period
         self._checkpointer = checkpointer
         self._metric = metric

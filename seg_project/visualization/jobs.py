@@ -186,11 +186,9 @@ def visualize_dataset(
 def _load_config(config_file, config_opts: Sequence[str] = ()):
     """A seg_project config from a YAML file and ``KEY VALUE`` overrides, with its datasets
     registered."""
-    from ..config import get_seg_project_cfg, register_datasets_from_config
+    from ..config import load_config, register_datasets_from_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(config_opts))
+    cfg = load_config(config_file, config_opts)
     register_datasets_from_config(cfg)
     return cfg
 
