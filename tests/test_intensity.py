@@ -12,13 +12,13 @@ from seg_project.config import get_seg_project_cfg, load_config
 from seg_project.data import image_io, intensity
 from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.intensity import (
-    INTENSITY_RULE_FILE,
     IntensityRule,
     read_intensity_rule_file,
     resolve_intensity_rule,
     write_intensity_rule_file,
 )
 from seg_project.data.stats import compute_intensity_rule
+from seg_project.utils.run_files import INTENSITY_RULE_FILE
 
 TISSUE = 3000  # the same stain intensity in both images
 

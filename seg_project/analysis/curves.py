@@ -22,6 +22,7 @@ import numpy as np
 from ..config import read_config_dict
 from ..utils.errors import DatasetError
 from ..utils.paths import require_file
+from ..utils.run_files import CONFIG_FILE, METRICS_FILE
 from ..utils.values import is_number
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
 TOTAL_LOSS = "total_loss"
 # The evaluation tasks whose metrics are plotted and summarized ("segm/AP50", "bbox/AP", ...).
 EVAL_TASKS = ("segm", "bbox")

@@ -44,6 +44,14 @@ from ..config import read_config_dict
 from ..utils.atomic_files import write_text
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file, require_file
+from ..utils.run_files import (
+    CONFIG_FILE,
+    INFERENCE_DIR,
+    METRICS_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    SPLIT_FILE,
+)
 from .curves import load_run
 from .report_html import Section, page, table
 from .report_sections import (
@@ -57,7 +65,6 @@ from .report_sections import (
 )
 
 __all__ = [
-    "REPORT_FILE",
     "SECTION_IDS",
     "build_report",
     "format_metric",
@@ -67,9 +74,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 SECTION_IDS = ("settings", "curves", "final-metrics", "confusion", "best-worst")
-RESULTS_FILE = "coco_instances_results.json"
 DEFAULT_WORST = 3
 _DATASET_SECTIONS = (("confusion", "Class confusion"),
                      ("best-worst", "Best and worst images by PQ"))
@@ -77,7 +82,7 @@ _DATASET_SECTIONS = (("confusion", "Class confusion"),
 
 def _read_config(run_dir: Path) -> Tuple[Optional[Dict], str]:
     """``config.yaml`` as a dict, or (None, why not)."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None, f"no {path} (not written by tools/train_net.py?)"
     try:
@@ -94,7 +99,7 @@ def _choose_dataset(run_dir: Path, config: Optional[Dict],
     """(dataset, its results file, "") or (dataset or None, None, why there is none): the
     dataset asked for, else the first of the config's ``DATASETS.TEST`` (else of the
     ``inference/`` folders) whose predictions were written."""
-    inference = run_dir / "inference"
+    inference = run_dir / INFERENCE_DIR
     if dataset:
         candidates = [dataset]
     else:
@@ -117,8 +122,8 @@ def _register_datasets(run_dir: Path) -> None:
     """Register the run's datasets (its config, its split)."""
     from ..config import load_config, register_datasets_from_config
 
-    cfg = load_config(run_dir / "config.yaml")
-    split_file = run_dir / "cells_split.json"
+    cfg = load_config(run_dir / CONFIG_FILE)
+    split_file = run_dir / SPLIT_FILE
     if not cfg.DATASETS.CELLS.VAL_LIST and split_file.is_file():
         cfg.DATASETS.CELLS.VAL_LIST = str(split_file)
     register_datasets_from_config(cfg)
@@ -199,7 +204,7 @@ def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DatasetError(run_dir, "no such run folder")
-    metrics_file = require_file(run_dir / "metrics.json")
+    metrics_file = require_file(run_dir / METRICS_FILE)
     run = load_run(run_dir)
     config, config_problem = _read_config(run_dir)
     evaluation = last_evaluation(metrics_file)

@@ -8,17 +8,11 @@
   from, read and checked before anything is written.
 """
 
-from .checkpointer import (
-    PERIODIC_CHECKPOINT_RE,
-    CellsCheckpointer,
-    WeightsNotFoundError,
-    read_weights,
-)
+from .checkpointer import CellsCheckpointer, WeightsNotFoundError, read_weights
 from .fit import PREDICTOR_LAYERS, check_predictors, config_asks, predictor_outputs
 from .resume import ResumePoint, find_resume_point
 
 __all__ = [
-    "PERIODIC_CHECKPOINT_RE",
     "PREDICTOR_LAYERS",
     "CellsCheckpointer",
     "ResumePoint",

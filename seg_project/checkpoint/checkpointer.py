@@ -11,6 +11,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..utils.atomic_files import atomic_write, write_text
 from ..utils.errors import WeightsError
+from ..utils.run_files import FINAL_MODEL, LAST_CHECKPOINT_FILE, PERIODIC_CHECKPOINT_RE
 from .fit import (
     PREDICTOR_LAYERS,
     check_predictors,
@@ -20,14 +21,10 @@ from .fit import (
 )
 
 __all__ = [
-    "PERIODIC_CHECKPOINT_RE",
     "CellsCheckpointer",
     "WeightsNotFoundError",
     "read_weights",
 ]
-
-# Periodic checkpoints: model_<iteration, 7 digits>.pth.
-PERIODIC_CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pth$")
 
 _MAX_LISTED = 12
 
@@ -111,12 +108,12 @@ class CellsCheckpointer(DetectionCheckpointer):
             self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+        write_text(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE), last_filename_basename)
 
     def get_checkpoint_file(self) -> str:
         names = os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []
-        if "model_final.pth" in names:
-            return os.path.join(self.save_dir, "model_final.pth")
+        if f"{FINAL_MODEL}.pth" in names:
+            return os.path.join(self.save_dir, f"{FINAL_MODEL}.pth")
         periodic = sorted(n for n in names if PERIODIC_CHECKPOINT_RE.match(n))
         if periodic:
             return os.path.join(self.save_dir, periodic[-1])

@@ -8,7 +8,8 @@ from typing import Dict, List, Mapping, Optional
 import torch
 
 from ..utils.errors import WeightsError
-from .checkpointer import PERIODIC_CHECKPOINT_RE, CellsCheckpointer, read_weights
+from ..utils.run_files import PERIODIC_CHECKPOINT_RE
+from .checkpointer import CellsCheckpointer, read_weights
 from .fit import check_predictors
 
 __all__ = ["ResumePoint", "find_resume_point"]

@@ -21,10 +21,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from ..utils.errors import DatasetError
+from ..utils.run_files import INTENSITY_RULE_FILE
 
 __all__ = [
     "INTENSITY_PERCENTILES",
-    "INTENSITY_RULE_FILE",
     "IntensityRule",
     "finite_float32",
     "fixed_mapping",
@@ -36,8 +36,6 @@ __all__ = [
 
 # The percentiles of a dataset's values that an IntensityRule stretches to 0..255.
 INTENSITY_PERCENTILES = (0.1, 99.9)
-# The rule of a run, beside its weights (model_best.pth, model_final.pth, ...).
-INTENSITY_RULE_FILE = "intensity_rule.json"
 
 
 class IntensityRule(NamedTuple):

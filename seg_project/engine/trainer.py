@@ -15,6 +15,7 @@ from ..data.mapper import CellsDatasetMapper
 from ..evaluation.evaluator import CellsCOCOEvaluator
 from ..inference.postprocess import RLEOutputModel
 from ..inference.tiling import TiledInference
+from ..utils.run_files import INFERENCE_DIR, METRICS_FILE, TTA_INFERENCE_DIR
 from .hooks import (
     BestCheckpointHook,
     EpochCheckpointer,
@@ -139,7 +140,7 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, INFERENCE_DIR, dataset_name)
         os.makedirs(output_folder, exist_ok=True)
         return CellsCOCOEvaluator.from_config(cfg, dataset_name, output_folder)
 
@@ -157,7 +158,7 @@ class CellsTrainer(DefaultTrainer):
         ``TEST.AUG.MIN_SIZES`` or ``TEST.AUG.SCALES``); result keys end in ``-TTA``."""
         from ..inference.predictor import CellsTTA
 
-        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA",
+        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, TTA_INFERENCE_DIR,
                                                                   name))
                       for name in cfg.DATASETS.TEST]
         results = super().test(cfg, CellsTTA(cfg, model), evaluators)
@@ -170,7 +171,7 @@ class CellsTrainer(DefaultTrainer):
         iters_per_epoch = self.cfg.SOLVER.ITERS_PER_EPOCH
         return [
             EpochMetricPrinter(self.max_iter, iters_per_epoch),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE)),
             TensorboardXWriter(self.cfg.OUTPUT_DIR),
         ]
 
