@@ -8,7 +8,7 @@ unreadable lines (the truncated last line of a killed run) are skipped with a wa
 
 The epoch length comes from ``SOLVER.ITERS_PER_EPOCH`` of ``config.yaml`` (or ``MAX_ITER /
 EPOCHS``), else from the ``"epoch"`` values of ``metrics.json``; with neither it is unknown
-and figures use iterations (:mod:`seg_project.plotting`).
+and figures use iterations (:mod:`seg_project.analysis.plots`).
 """
 
 import json

@@ -154,8 +154,9 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
-        """Evaluate ``model`` wrapped in :class:`seg_project.inference.CellsTTA` (flips and
-        ``TEST.AUG.MIN_SIZES`` or ``TEST.AUG.SCALES``); result keys end in ``-TTA``."""
+        """Evaluate ``model`` wrapped in :class:`seg_project.inference.predictor.CellsTTA`
+        (flips and ``TEST.AUG.MIN_SIZES`` or ``TEST.AUG.SCALES``); result keys end in
+        ``-TTA``."""
         from ..inference.predictor import CellsTTA
 
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, TTA_INFERENCE_DIR,
