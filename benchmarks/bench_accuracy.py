@@ -49,11 +49,21 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from common import DEFAULT_DATA, REPO_ROOT, machine_info, markdown_table
 
+from seg_project.utils.run_files import (
+    CONFIG_FILE,
+    FINAL_MODEL,
+    LOG_FILE,
+    METRICS_FILE,
+    results_file,
+)
+
 QUICK_CONFIG = "configs/quick_schedules/mask_rcnn_R_18_FPN_cells_quick.yaml"
 NATIVE_CONFIG = "configs/mask_rcnn_R_18_FPN_cells_native_scale.yaml"
 TEST_SET = "cells_annotated_test"
 HIGH_CAP = 3000
 CALIBRATION_ITERS = 40
+# A finished variant's row, saved in its run folder for the next invocation to reuse.
+BENCH_RUN_FILE = "bench_run.json"
 CLASS_NAMES = ["other", "inflammatory", "epithelial", "spindle"]  # CoNSeP's classes 1-4
 
 BASELINE = {"INPUT.MIN_SIZE_TRAIN": "(512,)", "INPUT.MAX_SIZE_TRAIN": 512,
@@ -242,10 +252,9 @@ def _inference_seconds(log_text: str) -> Optional[float]:
 
 
 def _iters_per_epoch(config: str, overrides: Dict, num_images: int) -> int:
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(REPO_ROOT / config))
+    cfg = load_config(REPO_ROOT / config)
     batch = int(overrides.get("SOLVER.IMS_PER_BATCH", cfg.SOLVER.IMS_PER_BATCH))
     return math.ceil(num_images / batch)
 
@@ -254,7 +263,7 @@ def _curves(run_dir: Path) -> List[Dict]:
     """The run's evaluations: iteration (1-based), segm AP50 and PQ of each."""
     from seg_project.analysis.curves import read_metrics
 
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS_FILE
     series = read_metrics(path) if path.exists() else {}
     if "segm/AP50" not in series:
         return []
@@ -265,10 +274,10 @@ def _curves(run_dir: Path) -> List[Dict]:
             for it, ap50 in zip(*(a.tolist() for a in series["segm/AP50"]))]
 
 
-def _score(results_file: Path, args) -> Dict[str, float]:
+def _score(predictions: Path, args) -> Dict[str, float]:
     from seg_project.evaluation.results_file import evaluate_results_file
 
-    return _row(evaluate_results_file(results_file, args.data / "test", CLASS_NAMES,
+    return _row(evaluate_results_file(predictions, args.data / "test", CLASS_NAMES,
                                       high_cap=HIGH_CAP))
 
 
@@ -296,12 +305,12 @@ def ceiling_row(args) -> Dict:
 
 
 def _results_file(run_dir: Path) -> Path:
-    return run_dir / "inference" / TEST_SET / "coco_instances_results.json"
+    return results_file(run_dir, TEST_SET)
 
 
 def _finished_row(run_dir: Path) -> Optional[Dict]:
     """The row a finished variant saved in its run folder, or None."""
-    done = run_dir / "bench_run.json"
+    done = run_dir / BENCH_RUN_FILE
     return json.loads(done.read_text()) if done.exists() else None
 
 
@@ -363,8 +372,8 @@ def run_inference_only(name: str, description: str, source_row: Dict, overrides:
         return finished
     print(f"== {name}: {description}", flush=True)
     source_dir = Path(source_row["run_dir"])
-    _train_net(str((source_dir / "config.yaml").resolve()), {**overrides, **_data_overrides(args),
-                        "MODEL.WEIGHTS": str(source_dir / "model_final.pth"),
+    _train_net(str((source_dir / CONFIG_FILE).resolve()), {**overrides, **_data_overrides(args),
+                        "MODEL.WEIGHTS": str(source_dir / f"{FINAL_MODEL}.pth"),
                         "OUTPUT_DIR": str(run_dir)},
                run_dir / "eval.log", extra=["--eval-only"])
     return _finish(name, description, run_dir, (run_dir / "eval.log").read_text(), args,
@@ -386,13 +395,13 @@ def _finish(name, description, run_dir: Path, log_text: str, args, extra: Dict,
     row["curve"] = _curves(run_dir)
     row["run_dir"] = str(run_dir)
     if record:
-        (run_dir / "bench_run.json").write_text(json.dumps(row, indent=1))
+        (run_dir / BENCH_RUN_FILE).write_text(json.dumps(row, indent=1))
     return row
 
 
 def recipe_row(run_dir: Path, args) -> Dict:
     """The row of a finished run of the native-scale config (``--recipe-run``)."""
-    log_text = (run_dir / "log.txt").read_text()
+    log_text = (run_dir / LOG_FILE).read_text()
     iters = re.findall(r"iter: (\d+) ", log_text)
     return _finish("recipe", "native-scale config as written", run_dir, log_text, args,
                    {"iterations": int(iters[-1]) + 1 if iters else None,

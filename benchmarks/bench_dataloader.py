@@ -49,10 +49,9 @@ QUIET_LOGGERS = ("detectron2.engine", "detectron2.data", "detectron2.utils.event
 
 def default_workers() -> int:
     """``DATALOADER.NUM_WORKERS`` of the reference config."""
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(REFERENCE_CONFIG))
+    cfg = load_config(REFERENCE_CONFIG)
     return cfg.DATALOADER.NUM_WORKERS
 
 

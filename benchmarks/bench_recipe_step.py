@@ -81,15 +81,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build(opts: List[str], data: str):
     """Model, optimizer, loader iterator and AMP dtype of the recipe with ``opts``."""
-    from seg_project.config import get_seg_project_cfg, register_datasets_from_config
+    from seg_project.config import load_config, register_datasets_from_config
     from seg_project.engine.mixed_precision import cpu_amp_dtype
     from seg_project.engine.trainer import CellsTrainer
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(NATIVE_CONFIG))
-    cfg.merge_from_list(["DATASETS.CELLS.ROOT", data, "DATASETS.TRAIN", "('cells_trainval',)",
-                         "DATASETS.TEST", "()", "DATASETS.CELLS.CLASS_NAMES", str(CLASS_NAMES),
-                         "DATALOADER.NUM_WORKERS", "0", *opts])
+    cfg = load_config(NATIVE_CONFIG, [
+        "DATASETS.CELLS.ROOT", data, "DATASETS.TRAIN", "('cells_trainval',)", "DATASETS.TEST",
+        "()", "DATASETS.CELLS.CLASS_NAMES", str(CLASS_NAMES), "DATALOADER.NUM_WORKERS", "0",
+        *opts])
     register_datasets_from_config(cfg)
     seed_everything(cfg.SEED)
     model = CellsTrainer.build_model(cfg)

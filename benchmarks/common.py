@@ -406,7 +406,7 @@ def ours_config(size: int, device: torch.device, max_dets: int = 100, amp: bool 
                 cpu_dtype: str = "bfloat16", proposal_generator: Optional[str] = None):
     """The project's config of "ours" for the benchmarks (frozen).
 
-    ``configs/Base-Cells-RCNN-FPN.yaml`` through ``seg_project.config.get_seg_project_cfg`` (so
+    ``configs/Base-Cells-RCNN-FPN.yaml`` through ``seg_project.config.load_config`` (so
     the project's RPN, ``CellsRPN``, and its proposal counts), with: R50, random init (no
     weights), trainable BatchNorm (``RESNETS.NORM "BN"``, ``FREEZE_AT 0``: like torchvision
     without weights), torchvision's normalization (ImageNet mean and std: with the zoo's std
@@ -425,10 +425,9 @@ def ours_config(size: int, device: torch.device, max_dets: int = 100, amp: bool 
         proposal_generator: overrides ``MODEL.PROPOSAL_GENERATOR.NAME`` (e.g. Detectron2's
             ``"RPN"``, the dense anchor labelling, for a before/after).
     """
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(BASE_CONFIG))
+    cfg = load_config(BASE_CONFIG)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = str(device)
     cfg.MODEL.RESNETS.DEPTH = 50

@@ -7,6 +7,22 @@ as soon as ``detectron2.data`` is imported (at once if it already is), and that
 ``CellsRPN`` is registered as soon as ``detectron2.modeling`` is; configs re-register the
 datasets for their own ``DATASETS.CELLS.ROOT`` (see
 :func:`seg_project.config.register_datasets_from_config`).
+
+Its packages and modules, from the ground floor up (a module imports only from its own floor
+or lower ones; ``tests/test_layout.py`` checks it):
+
+- :mod:`.utils` (errors, the tools' error style, run-folder file names...) and
+  :mod:`.modeling` (``CellsRPN``);
+- :mod:`.data`: the course layout read into Detectron2 datasets;
+- :mod:`.config` (keys, the one config loader, checks) and :mod:`.checkpoint` (weights,
+  resume points);
+- :mod:`.submission` (``test-results.json``) and :mod:`.export` (GeoJSON, label TIFFs);
+- :mod:`.inference`: predictions from images;
+- :mod:`.evaluation` (numbers about predictions) and :mod:`.visualization` (pictures);
+- :mod:`.analysis`: finished runs (curves, summaries, the HTML report);
+- :mod:`.engine`: training.
+
+``_lazy_registration`` runs the registrations above when Detectron2 is imported.
 """
 
 import warnings

@@ -1,19 +1,57 @@
-"""Config keys of seg_project and their resolution (epochs -> iterations, dataset roots)."""
+"""seg_project's config: its keys, the one loader of config files, the checks of their values
+and their resolution.
 
+- :func:`add_seg_project_config`: the project's keys and defaults (one comment per key);
+- :func:`load_config`: a config file plus ``KEY VALUE`` overrides, every error naming the file
+  or key (with a suggestion for a misspelled key); :func:`read_config_dict` reads a run's
+  ``config.yaml`` as plain data, for tools that only look at it. These two are the only
+  readers of YAML in the project;
+- :func:`check_config`: values that would otherwise fail deep inside a run; each check is
+  written once (:func:`check_class_names`, :func:`check_step_fractions`, ...);
+- :func:`register_datasets_from_config`: the cells_* datasets for ``DATASETS.CELLS``;
+  :func:`resolve_epochs`: ``SOLVER.EPOCHS`` turned into iterations.
+
+Detectron2 is imported when a config is built, not with this module, so that tools which only
+read a run's ``config.yaml`` stay light.
+"""
+
+import difflib
 import math
+import os
+from typing import Dict, List, Sequence
 
-from detectron2.config import CfgNode as CN
+import yaml
+
+from .utils.cli import config_error
+from .utils.errors import ConfigError, DatasetError
+from .utils.paths import check_output_dir, require_file
 
 __all__ = [
+    "BEST_METRIC_MODES",
+    "CPU_DTYPES",
     "add_seg_project_config",
+    "check_best_metric_mode",
+    "check_class_names",
+    "check_config",
+    "check_cpu_dtype",
+    "check_step_fractions",
     "get_seg_project_cfg",
+    "load_config",
+    "read_config_dict",
     "register_datasets_from_config",
     "resolve_epochs",
 ]
 
+# The values of SOLVER.AMP.CPU_DTYPE (see its comment in add_seg_project_config).
+CPU_DTYPES = ("auto", "bfloat16", "float32")
+# The values of TEST.BEST_METRIC_MODE.
+BEST_METRIC_MODES = ("max", "min")
+
 
 def add_seg_project_config(cfg):
     """Add seg_project's keys (with their defaults) to a Detectron2 config, in place."""
+    from detectron2.config import CfgNode as CN
+
     _C = cfg
 
     _C.DATASETS.CELLS = CN()
@@ -145,19 +183,167 @@ def get_seg_project_cfg():
     return cfg
 
 
+def _all_keys(cfg, prefix: str = "") -> List[str]:
+    keys = []
+    for key, value in cfg.items():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if isinstance(value, dict):
+            keys += _all_keys(value, f"{full}.")
+    return keys
+
+
+def _with_suggestion(error: ConfigError, cfg) -> ConfigError:
+    if error.problem != "no such config key":
+        return error
+    close = difflib.get_close_matches(error.path, _all_keys(cfg), n=1, cutoff=0.75)
+    if close:
+        return ConfigError(error.path, f"no such config key (did you mean {close[0]}?)")
+    return error
+
+
+def load_config(config_file=None, opts: Sequence[str] = ()):
+    """A seg_project config from a YAML file and ``KEY VALUE`` overrides (not yet frozen).
+
+    Every config file the project reads goes through here.
+
+    Args:
+        config_file: the YAML config; None: the defaults of :func:`get_seg_project_cfg`.
+        opts: ``KEY VALUE`` overrides.
+
+    Raises:
+        ConfigError: a missing or unreadable config file (naming it), or a key that does not
+            exist or a value of the wrong type (naming the key).
+    """
+    cfg = get_seg_project_cfg()
+    if config_file is not None:
+        config_file = str(config_file)
+        if not os.path.isfile(config_file):
+            raise ConfigError(config_file, "config file not found")
+        try:
+            cfg.merge_from_file(config_file)
+        except Exception as e:  # noqa: BLE001 - yaml, yacs and IO errors all mean a bad file
+            error = config_error(e)
+            if error is not None:
+                raise ConfigError(config_file, str(_with_suggestion(error, cfg))) from None
+            first_line = str(e).strip().splitlines()[0] if str(e) else ""
+            raise ConfigError(config_file, f"cannot read this config: {type(e).__name__}: "
+                                           f"{first_line}") from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        error = config_error(e)
+        if error is None:
+            raise
+        raise _with_suggestion(error, cfg) from None
+    return cfg
+
+
+def read_config_dict(path) -> Dict:
+    """A config file as plain data (a dict; no defaults added, no ``_BASE_`` followed), for
+    tools that only look at a run's ``config.yaml``; Detectron2 is not imported.
+
+    Raises:
+        DatasetError: a missing or empty file, one that is not YAML, or whose top level is not
+            a mapping.
+    """
+    path = require_file(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DatasetError(path, f"is not a readable YAML file ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DatasetError(path, "is not a Detectron2 config (its top level is not a mapping)")
+    return data
+
+
+def check_class_names(cfg) -> None:
+    """``DATASETS.CELLS.CLASS_NAMES`` has ``MODEL.ROI_HEADS.NUM_CLASSES`` names.
+
+    Raises:
+        ConfigError: naming ``DATASETS.CELLS.CLASS_NAMES``.
+    """
+    names, k = list(cfg.DATASETS.CELLS.CLASS_NAMES), cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if len(names) != k:
+        raise ConfigError("DATASETS.CELLS.CLASS_NAMES", f"has {len(names)} names but "
+                                                        f"MODEL.ROI_HEADS.NUM_CLASSES is {k}")
+
+
+def check_step_fractions(cfg) -> None:
+    """With ``SOLVER.EPOCHS``, every ``SOLVER.STEP_FRACTIONS`` lies in (0, 1).
+
+    Raises:
+        ConfigError: naming ``SOLVER.STEP_FRACTIONS``.
+    """
+    if cfg.SOLVER.EPOCHS <= 0:
+        return
+    for fraction in cfg.SOLVER.STEP_FRACTIONS:
+        if not 0 < fraction < 1:
+            raise ConfigError("SOLVER.STEP_FRACTIONS", f"must lie in (0, 1), got {fraction}")
+
+
+def check_cpu_dtype(value: str) -> None:
+    """``value`` is one of :data:`CPU_DTYPES`.
+
+    Raises:
+        ConfigError: naming ``SOLVER.AMP.CPU_DTYPE``.
+    """
+    if value not in CPU_DTYPES:
+        raise ConfigError("SOLVER.AMP.CPU_DTYPE", f"must be one of {', '.join(CPU_DTYPES)}, "
+                                                  f"got {value!r}")
+
+
+def check_best_metric_mode(value: str) -> None:
+    """``value`` is one of :data:`BEST_METRIC_MODES`.
+
+    Raises:
+        ConfigError: naming ``TEST.BEST_METRIC_MODE``.
+    """
+    if value not in BEST_METRIC_MODES:
+        raise ConfigError("TEST.BEST_METRIC_MODE", f"must be max or min, got {value!r}")
+
+
+def check_config(cfg, eval_only: bool = False) -> None:
+    """Check the values that would otherwise fail deep inside a run (or silently do the wrong
+    thing): class names vs. classes, ``SOLVER.AMP.CPU_DTYPE``, ``TEST.BEST_METRIC_MODE``,
+    ``SOLVER.STEP_FRACTIONS``, ``SOLVER.IMS_PER_BATCH``, the datasets to train on
+    (``eval_only``: to evaluate) and an ``OUTPUT_DIR`` that cannot be a folder.
+
+    Raises:
+        ConfigError: naming the key and the problem.
+    """
+    check_class_names(cfg)
+    check_cpu_dtype(cfg.SOLVER.AMP.CPU_DTYPE)
+    check_best_metric_mode(cfg.TEST.BEST_METRIC_MODE)
+    check_step_fractions(cfg)
+    if cfg.SOLVER.IMS_PER_BATCH < 1:
+        raise ConfigError("SOLVER.IMS_PER_BATCH", f"must be at least 1, got "
+                                                  f"{cfg.SOLVER.IMS_PER_BATCH}")
+    if not eval_only and not cfg.DATASETS.TRAIN:
+        raise ConfigError("DATASETS.TRAIN", "is empty: name at least one dataset to train on")
+    if eval_only and not cfg.DATASETS.TEST:
+        raise ConfigError("DATASETS.TEST", "is empty: --eval-only needs a dataset to evaluate")
+    try:
+        check_output_dir(cfg.OUTPUT_DIR, "run folder")
+    except DatasetError as e:
+        raise ConfigError("OUTPUT_DIR", f"{e.path}: {e.problem}") from None
+
+
 def register_datasets_from_config(cfg) -> None:
     """(Re-)register the predefined cells_* datasets for the root, classes and split of
-    ``cfg.DATASETS.CELLS``."""
+    ``cfg.DATASETS.CELLS``.
+
+    Raises:
+        ConfigError: ``DATASETS.CELLS.CLASS_NAMES`` does not have
+            ``MODEL.ROI_HEADS.NUM_CLASSES`` names.
+    """
     from .data.catalog import register_cells_splits
 
+    check_class_names(cfg)
     cells = cfg.DATASETS.CELLS
     cache = cells.CACHE_DIR
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if len(cells.CLASS_NAMES) != num_classes:
-        raise ValueError(
-            f"DATASETS.CELLS.CLASS_NAMES has {len(cells.CLASS_NAMES)} names but "
-            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}"
-        )
     register_cells_splits(
         cells.ROOT or None,
         class_names=list(cells.CLASS_NAMES),
@@ -178,18 +364,20 @@ def resolve_epochs(cfg, num_train_images: int) -> str:
 
     Returns:
         str: a one-line account of the resolution, for the log.
+
+    Raises:
+        ValueError: an empty training set.
+        ConfigError: ``SOLVER.STEP_FRACTIONS`` outside (0, 1).
     """
     if num_train_images <= 0:
         raise ValueError("cannot resolve epochs: the training set is empty")
+    check_step_fractions(cfg)
     solver = cfg.SOLVER
     iters_per_epoch = math.ceil(num_train_images / solver.IMS_PER_BATCH)
     solver.ITERS_PER_EPOCH = iters_per_epoch
     if solver.EPOCHS <= 0:
         return (f"{num_train_images} training images, {iters_per_epoch} iterations per epoch; "
                 f"MAX_ITER {solver.MAX_ITER} is {solver.MAX_ITER / iters_per_epoch:.2f} epochs")
-    for fraction in solver.STEP_FRACTIONS:
-        if not 0 < fraction < 1:
-            raise ValueError(f"SOLVER.STEP_FRACTIONS must lie in (0, 1), got {fraction}")
     solver.MAX_ITER = solver.EPOCHS * iters_per_epoch
     # Detectron2's scheduler needs 0 < step < MAX_ITER; tiny runs may merge steps.
     solver.STEPS = tuple(sorted({min(max(1, round(f * solver.MAX_ITER)), solver.MAX_ITER - 1)

@@ -46,10 +46,9 @@ TIE = 1e-4
 
 def quick_cfg(**opts):
     """The quick config with ``{"KEY.PATH": value}`` overrides (values as Python objects)."""
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     for key, value in opts.items():
         node = cfg
         *parents, leaf = key.split(".")

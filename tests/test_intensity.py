@@ -8,17 +8,17 @@ import pytest
 import tifffile
 from conftest import QUICK_CONFIG, SHARED_DATA
 
-from seg_project.config import get_seg_project_cfg
+from seg_project.config import get_seg_project_cfg, load_config
 from seg_project.data import image_io, intensity
 from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.intensity import (
-    INTENSITY_RULE_FILE,
     IntensityRule,
-    compute_intensity_rule,
     read_intensity_rule_file,
     resolve_intensity_rule,
     write_intensity_rule_file,
 )
+from seg_project.data.stats import compute_intensity_rule
+from seg_project.utils.run_files import INTENSITY_RULE_FILE
 
 TISSUE = 3000  # the same stain intensity in both images
 
@@ -57,8 +57,7 @@ def test_the_mapper_reads_images_with_the_configured_rule(tmp_path):
 
     paths = _two_16bit_images(tmp_path)
     rule = compute_intensity_rule(paths)
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     cfg.INPUT.INTENSITY_RANGE = rule.to_config()
     cfg.INPUT.MIN_SIZE_TEST = 0  # no resize
     mapper = CellsDatasetMapper(cfg, is_train=False)
@@ -169,9 +168,7 @@ def test_a_rule_through_yaml_maps_pixels_exactly_as_before(tmp_path):
     cfg = get_seg_project_cfg()
     cfg.INPUT.INTENSITY_RANGE = rule.to_config()
     (tmp_path / "config.yaml").write_text(cfg.dump())
-    loaded = get_seg_project_cfg()
-    loaded.INPUT.INTENSITY_RANGE = ()
-    loaded.merge_from_file(str(tmp_path / "config.yaml"))
+    loaded = load_config(tmp_path / "config.yaml")
     again = resolve_intensity_rule(loaded, weights="")
     assert again == rule
     np.testing.assert_array_equal(read_image(paths[0], again), read_image(paths[0], rule))
@@ -232,8 +229,7 @@ def test_a_run_on_16bit_data_stores_its_rule_and_prediction_uses_it(synthetic_ro
         "low": low, "high": high}
     assert "INTENSITY_RANGE" in (out / "config.yaml").read_text()
     DetectionCheckpointer(build_model(cfg), save_dir=str(out)).save("model_final")
-    original = get_seg_project_cfg()
-    original.merge_from_file(str(QUICK_CONFIG))
+    original = load_config(QUICK_CONFIG)
     predictor = Predictor(original, weights=str(out / "model_final.pth"))
     assert predictor.intensity_rule == IntensityRule(low, high)
     eval_args = parser.parse_args(["--config-file", str(QUICK_CONFIG), "--eval-only",

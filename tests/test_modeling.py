@@ -9,7 +9,7 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from seg_project.config import get_seg_project_cfg
+from seg_project.config import load_config
 from seg_project.modeling import CellsRPN
 from seg_project.modeling.sparse_matching import anchor_grids, candidate_pairs, match_anchors
 
@@ -18,8 +18,7 @@ IMAGE = (256, 320)  # (height, width): not square, so rows and columns cannot be
 
 
 def rpn_cfg():
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(REPO / "configs" / "Base-Cells-RCNN-FPN.yaml"))
+    cfg = load_config(REPO / "configs" / "Base-Cells-RCNN-FPN.yaml")
     return cfg
 
 

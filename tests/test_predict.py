@@ -11,7 +11,7 @@ import tifffile
 import torch
 from conftest import QUICK_CONFIG, SHARED_DATA, load_tool, tiny_opts
 
-from seg_project.config import get_seg_project_cfg
+from seg_project.config import get_seg_project_cfg, load_config
 from seg_project.data.image_io import DatasetError, read_image
 from seg_project.data.reader import load_mapping
 from seg_project.inference.postprocess import paste_masks_as_crops
@@ -148,11 +148,10 @@ def test_crop_pasting_matches_detectron2_full_size_pasting():
 
 
 def test_predictor_rejects_missing_weights(tmp_path):
-    from seg_project.engine import WeightsNotFoundError
+    from seg_project.checkpoint import WeightsNotFoundError
     from seg_project.inference.predictor import Predictor
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     with pytest.raises(WeightsNotFoundError, match="model_best.pth"):
         Predictor(cfg, weights=str(tmp_path / "model_best.pth"))
 

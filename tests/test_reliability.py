@@ -372,11 +372,10 @@ def test_training_from_another_tasks_weights_lists_the_fresh_layers(other_weight
 
     from detectron2.modeling import build_model
 
-    from seg_project.config import get_seg_project_cfg
-    from seg_project.engine import CellsCheckpointer
+    from seg_project.checkpoint import CellsCheckpointer
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     model = build_model(cfg)
     fresh_cls = model.roi_heads.box_predictor.cls_score.weight.detach().clone()
     checkpointer = CellsCheckpointer(model)
@@ -694,13 +693,11 @@ def test_bfloat16_and_float32_losses_agree(synthetic_root, trained_run):
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from seg_project.config import get_seg_project_cfg, register_datasets_from_config
+    from seg_project.checkpoint import CellsCheckpointer
+    from seg_project.config import load_config, register_datasets_from_config
     from seg_project.data.mapper import CellsDatasetMapper
-    from seg_project.engine import CellsCheckpointer
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
-    cfg.merge_from_list(tiny_opts(synthetic_root, trained_run))
+    cfg = load_config(QUICK_CONFIG, tiny_opts(synthetic_root, trained_run))
     register_datasets_from_config(cfg)
     model = build_model(cfg)
     CellsCheckpointer(model).load(str(trained_run / "model_final.pth"))
@@ -748,7 +745,7 @@ def test_resume_of_a_finished_run_does_nothing(synthetic_root, trained_run, tmp_
 
 
 def test_last_checkpoint_naming_a_missing_file(tmp_path):
-    from seg_project.engine.checkpointer import find_resume_point
+    from seg_project.checkpoint import find_resume_point
 
     (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
     with pytest.raises(WeightsError) as info:

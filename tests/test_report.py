@@ -174,11 +174,10 @@ def test_every_picture_is_an_embedded_png(report):
 
 def _run_ground_truth(run: Path):
     """The run's validation ground truth, registered from its config and split file."""
-    from seg_project.config import get_seg_project_cfg, register_datasets_from_config
+    from seg_project.config import load_config, register_datasets_from_config
     from seg_project.evaluation.results_file import ground_truth
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(run / "config.yaml"))
+    cfg = load_config(run / "config.yaml")
     cfg.DATASETS.CELLS.VAL_LIST = str(run / "cells_split.json")
     register_datasets_from_config(cfg)
     return ground_truth("cells_val", list(cfg.DATASETS.CELLS.CLASS_NAMES))

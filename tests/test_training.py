@@ -16,8 +16,9 @@ import torch
 from conftest import QUICK_CONFIG, REPO, load_tool, run_train_net, train_args
 from detectron2.utils.events import EventStorage
 
-from seg_project.config import get_seg_project_cfg, resolve_epochs
-from seg_project.engine import CellsCheckpointer, WeightsNotFoundError, setup_cfg
+from seg_project.checkpoint import CellsCheckpointer, WeightsNotFoundError
+from seg_project.config import get_seg_project_cfg, load_config, resolve_epochs
+from seg_project.engine import setup_cfg
 from seg_project.engine.hooks import BestCheckpointHook
 
 
@@ -49,8 +50,7 @@ def run_script(argv, timeout=600, **kwargs):
 
 # ------------------------------------------------------------------ configuration
 def test_epochs_resolve_to_iterations():
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(REPO / "configs" / "mask_rcnn_R_50_FPN_cells.yaml"))
+    cfg = load_config(REPO / "configs" / "mask_rcnn_R_50_FPN_cells.yaml")
     message = resolve_epochs(cfg, num_train_images=167)  # 80 % of the course's 209
     assert cfg.SOLVER.ITERS_PER_EPOCH == 84  # ceil(167 / 2)
     assert cfg.SOLVER.MAX_ITER == 100 * 84
@@ -64,8 +64,7 @@ def test_epochs_resolve_to_iterations():
 
 
 def test_reference_recipe_and_ablation_configs():
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(REPO / "configs" / "mask_rcnn_R_50_FPN_cells.yaml"))
+    cfg = load_config(REPO / "configs" / "mask_rcnn_R_50_FPN_cells.yaml")
     assert cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.BASE_LR == 0.005
     assert cfg.SOLVER.MOMENTUM == 0.9 and cfg.SOLVER.WEIGHT_DECAY == 0.0005
     assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.SOLVER.EPOCHS == 100
@@ -73,8 +72,7 @@ def test_reference_recipe_and_ablation_configs():
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 4 and cfg.INPUT.MASK_FORMAT == "bitmask"
     assert cfg.TEST.DETECTIONS_PER_IMAGE > 100 and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST < 0.05
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://COCO-InstanceSegmentation/")
-    ablation = get_seg_project_cfg()
-    ablation.merge_from_file(str(REPO / "configs" / "mask_rcnn_R_50_FPN_cells_no_scheduler.yaml"))
+    ablation = load_config(REPO / "configs" / "mask_rcnn_R_50_FPN_cells_no_scheduler.yaml")
     resolve_epochs(ablation, num_train_images=167)
     assert ablation.SOLVER.STEPS == () and ablation.SOLVER.BASE_LR == 0.005
 
@@ -98,8 +96,7 @@ def test_two_epoch_run_evaluates_every_epoch(trained_run):
     for name in ("model_best.pth", "model_final.pth", "config.yaml", "cells_split.json"):
         assert (trained_run / name).is_file(), name
     assert (trained_run / "last_checkpoint").read_text() == "model_final.pth"
-    written = get_seg_project_cfg()
-    written.merge_from_file(str(trained_run / "config.yaml"))
+    written = load_config(trained_run / "config.yaml")
     assert (written.SOLVER.MAX_ITER, written.SOLVER.ITERS_PER_EPOCH) == (4, 2)
     split = json.loads((trained_run / "cells_split.json").read_text())
     assert len(split["train_names"]) == 4 and len(split["val_names"]) == 2
@@ -162,8 +159,7 @@ def test_eval_only_prints_the_ap_table(synthetic_root, trained_run, tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path, monkeypatch):
     from detectron2.modeling import build_model
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     model = build_model(cfg)
     missing = tmp_path / "nope" / "model_final.pth"
     with pytest.raises(WeightsNotFoundError, match=str(missing)):
@@ -383,8 +379,7 @@ def test_native_scale_config_trains_on_crops_and_evaluates_in_tiles(synthetic_ro
     """The CPU recipe for crowded histology, end to end on the synthetic data: native scale,
     crops, orientations, stain jitter; evaluation in tiles (forced small here)."""
     config = REPO / "configs" / "mask_rcnn_R_18_FPN_cells_native_scale.yaml"
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(config))
+    cfg = load_config(config)
     assert cfg.INPUT.RESIZE_MODE == "scale" and cfg.INPUT.SCALE_TEST == 1.0
     assert cfg.INPUT.CROP.ENABLED and cfg.INPUT.ROT90.ENABLED and cfg.INPUT.STAIN_JITTER.ENABLED
     assert cfg.TEST.DETECTIONS_PER_IMAGE >= 2283  # CoNSeP's most crowded image

@@ -523,10 +523,9 @@ def test_visualize_model_with_real_predictor(course_root, tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from seg_project.config import get_seg_project_cfg
+    from seg_project.config import load_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(QUICK_CONFIG))
+    cfg = load_config(QUICK_CONFIG)
     torch.manual_seed(0)
     DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("model")  # untrained
     config = QUICK_CONFIG

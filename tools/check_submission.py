@@ -13,14 +13,7 @@ when an input cannot be read (``error: <file>: <problem>`` on stderr).
 import argparse
 import sys
 
-from seg_project.utils.cli import add_debug_argument, run_tool
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from seg_project.utils.cli import add_debug_argument, run_tool, whole_number_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("submission", help="test-results.json, or a .zip holding it")
     parser.add_argument("--id-map", required=True,
                         help="test_image_name_to_ids.json (image ids and sizes)")
-    parser.add_argument("--num-classes", type=_positive_int, default=4,
+    parser.add_argument("--num-classes", type=whole_number_at_least(1), default=4,
                         help="number of classes K; category ids must be 1..K (default 4)")
     parser.add_argument("--bbox-format", choices=("auto", "xywh", "xyxy"), default="auto",
                         help="bbox layout: COCO [x, y, w, h], [x1, y1, x2, y2], or auto "

@@ -13,14 +13,7 @@ Bad input prints the file and the problem to stderr and exits with code 2.
 import argparse
 import sys
 
-from seg_project.utils.cli import add_debug_argument, run_tool
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from seg_project.utils.cli import add_debug_argument, run_tool, whole_number_at_least
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="another annotated folder of ROOT to report too, e.g. test "
                              "(repeatable; train/ is always reported)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--num-classes", type=_positive_int, default=4, metavar="K",
+    parser.add_argument("--num-classes", type=whole_number_at_least(1), default=4, metavar="K",
                         help="number of classes: mask files are class1.tif..classK.tif "
                              "(default 4)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",

@@ -58,14 +58,11 @@ def main(argv=None) -> int:
     """Evaluate and print; returns the exit status."""
     args = build_parser().parse_intermixed_args(argv)
     import seg_project  # noqa: F401  (quiets import warnings)
-    from seg_project.config import get_seg_project_cfg, register_datasets_from_config
+    from seg_project.config import load_config, register_datasets_from_config
     from seg_project.evaluation.predictions import format_tables
     from seg_project.evaluation.results_file import evaluate_results_file
 
-    cfg = get_seg_project_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file or None, args.opts)
     if args.class_names:
         cfg.DATASETS.CELLS.CLASS_NAMES = list(args.class_names)
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(args.class_names)

@@ -58,14 +58,12 @@ def build_parser():
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     # Detectron2 and torch load after the command line is read (--help answers at once).
-    from seg_project.config import register_datasets_from_config
-    from seg_project.engine.setup import check_class_names, load_config
+    from seg_project.config import load_config, register_datasets_from_config
     from seg_project.inference.predict import check_outputs, resolve_inputs, run_prediction
     from seg_project.inference.predictor import Predictor
 
     cfg = load_config(args.config_file, args.opts)
-    check_class_names(cfg)
-    register_datasets_from_config(cfg)
+    register_datasets_from_config(cfg)  # checks the class names against the class count
     formats = list(dict.fromkeys(args.format))
     job = resolve_inputs(args.images, args.id_map)
     check_outputs(args.out, args.zip, args.overwrite, formats,

@@ -31,24 +31,32 @@ from seg_project.utils.cli import (
 
 
 def setup(args):
-    """Config from ``--config-file`` and trailing ``KEY VALUE`` overrides, datasets
-    registered and checked, epochs resolved, logging and the output folder set up."""
-    from seg_project.engine import setup_cfg
+    """The frozen config of the run, with logging and the run folder set up: the config file
+    and trailing ``KEY VALUE`` overrides checked, datasets registered and read, epochs
+    resolved, weights or the resume checkpoint checked, all before anything is written.
 
-    return setup_cfg(args)
-
-
-def main(args):
-    """One process's run (what ``launch`` calls): check everything, then set up the run
-    folder and train or evaluate. Returns the last evaluation results (or None)."""
-    from seg_project.engine import CellsTrainer, evaluate_weights, plan_run, start_run
-    from seg_project.engine.report import write_run_report
+    Returns:
+        the config, or None when ``--resume`` finds nothing left to do (said on stdout; the
+        run folder is left as it is).
+    """
+    from seg_project.engine import plan_run, start_run
 
     plan = plan_run(args)
     if plan.nothing_to_do:
         print(plan.nothing_to_do, flush=True)
         return None
-    cfg = start_run(plan, args)
+    return start_run(plan, args)
+
+
+def main(args):
+    """One process's run (what ``launch`` calls): :func:`setup`, then train or evaluate.
+    Returns the last evaluation results (or None)."""
+    from seg_project.engine import CellsTrainer, evaluate_weights
+    from seg_project.engine.report import write_run_report
+
+    cfg = setup(args)
+    if cfg is None:
+        return None
     if args.eval_only:
         return evaluate_weights(cfg)
     trainer = CellsTrainer(cfg)

@@ -8,7 +8,7 @@ unreadable lines (the truncated last line of a killed run) are skipped with a wa
 
 The epoch length comes from ``SOLVER.ITERS_PER_EPOCH`` of ``config.yaml`` (or ``MAX_ITER /
 EPOCHS``), else from the ``"epoch"`` values of ``metrics.json``; with neither it is unknown
-and figures use iterations (:mod:`seg_project.plotting`).
+and figures use iterations (:mod:`seg_project.analysis.plots`).
 """
 
 import json
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 
+from ..config import read_config_dict
 from ..utils.errors import DatasetError
 from ..utils.paths import require_file
+from ..utils.run_files import CONFIG_FILE, METRICS_FILE
 from ..utils.values import is_number
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
 TOTAL_LOSS = "total_loss"
 # The evaluation tasks whose metrics are plotted and summarized ("segm/AP50", "bbox/AP", ...).
 EVAL_TASKS = ("segm", "bbox")
@@ -199,16 +198,7 @@ def read_run_config(path) -> Dict[str, float]:
     Raises:
         DatasetError: The file is not YAML or not a mapping.
     """
-    path = Path(path)
-    require_file(path)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"is not a readable YAML file ({e})") from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise DatasetError(path, "is not a Detectron2 config (its top level is not a mapping)")
+    cfg = read_config_dict(path)
     solver = cfg.get("SOLVER") or {}
     if not isinstance(solver, dict):
         raise DatasetError(path, "SOLVER is not a mapping")

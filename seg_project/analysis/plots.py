@@ -3,10 +3,11 @@ as PNG files.
 
 Figures are drawn on plain :class:`matplotlib.figure.Figure` objects (Agg, no screen, no pyplot
 state) and written atomically; each run keeps its color in every figure. Iterations are on
-the x axis, with epochs on top when the runs share an epoch length (:mod:`seg_project.curves`).
+the x axis, with epochs on top when the runs share an epoch length
+(:mod:`seg_project.analysis.curves`).
 
-Reading runs (:mod:`seg_project.curves`) and the summary table
-(:mod:`seg_project.curve_summary`) are importable from here as well.
+Reading runs (:mod:`seg_project.analysis.curves`) and the summary table
+(:mod:`seg_project.analysis.summary`) are importable from here as well.
 """
 
 import logging

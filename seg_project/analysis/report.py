@@ -47,11 +47,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
+from ..config import read_config_dict
 from ..utils.atomic_files import write_text
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file, require_file
+from ..utils.run_files import (
+    CONFIG_FILE,
+    INFERENCE_DIR,
+    METRICS_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    SPLIT_FILE,
+)
 from .curves import load_run
 from .report_html import Section, page
 from .report_run import headline_section, read_environment, read_timing, run_section
@@ -66,7 +73,6 @@ from .report_sections import (
 )
 
 __all__ = [
-    "REPORT_FILE",
     "SECTION_IDS",
     "build_report",
     "format_metric",
@@ -76,10 +82,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 SECTION_IDS = ("headline", "final-metrics", "curves", "confusion", "best-worst", "run",
                "settings")
-RESULTS_FILE = "coco_instances_results.json"
 DEFAULT_WORST = 3
 _DATASET_SECTIONS = (("confusion", "Class confusion"),
                      ("best-worst", "Best and worst images by PQ"))
@@ -87,15 +91,15 @@ _DATASET_SECTIONS = (("confusion", "Class confusion"),
 
 def _read_config(run_dir: Path) -> Tuple[Optional[Dict], str]:
     """``config.yaml`` as a dict, or (None, why not)."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None, f"no {path} (not written by tools/train_net.py?)"
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        return None, f"{path} is not readable YAML ({e})"
-    if not isinstance(config, dict):
-        return None, f"{path} is not a Detectron2 config (not a mapping)"
+        config = read_config_dict(path)
+    except DatasetError as e:
+        return None, str(e)
+    if not config:
+        return None, f"{path} is not a Detectron2 config (it holds no keys)"
     return config, ""
 
 
@@ -104,7 +108,7 @@ def _choose_dataset(run_dir: Path, config: Optional[Dict],
     """(dataset, its results file, "") or (dataset or None, None, why there is none): the
     dataset asked for, else the first of the config's ``DATASETS.TEST`` (else of the
     ``inference/`` folders) whose predictions were written."""
-    inference = run_dir / "inference"
+    inference = run_dir / INFERENCE_DIR
     if dataset:
         candidates = [dataset]
     else:
@@ -125,11 +129,10 @@ def _choose_dataset(run_dir: Path, config: Optional[Dict],
 
 def _register_datasets(run_dir: Path) -> None:
     """Register the run's datasets (its config, its split)."""
-    from ..config import get_seg_project_cfg, register_datasets_from_config
+    from ..config import load_config, register_datasets_from_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(run_dir / "config.yaml"))
-    split_file = run_dir / "cells_split.json"
+    cfg = load_config(run_dir / CONFIG_FILE)
+    split_file = run_dir / SPLIT_FILE
     if not cfg.DATASETS.CELLS.VAL_LIST and split_file.is_file():
         cfg.DATASETS.CELLS.VAL_LIST = str(split_file)
     register_datasets_from_config(cfg)
@@ -210,7 +213,7 @@ def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DatasetError(run_dir, "no such run folder")
-    metrics_file = require_file(run_dir / "metrics.json")
+    metrics_file = require_file(run_dir / METRICS_FILE)
     run = load_run(run_dir)
     config, config_problem = _read_config(run_dir)
     evaluation = last_evaluation(metrics_file)

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.run_files import LOG_FILE
 from .curves import RunCurves
 from .report_html import Section, paragraph, table
 from .report_sections import config_value, format_metric
@@ -39,7 +40,6 @@ __all__ = [
     "run_section",
 ]
 
-LOG_FILE = "log.txt"
 NOT_LOGGED = "not logged"
 # The rows of Detectron2's environment table the report shows, in this order.
 ENVIRONMENT_KEYS = ("Python", "PyTorch", "detectron2", "torchvision", "numpy", "GPU available",

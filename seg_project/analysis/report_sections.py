@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..utils.run_files import BEST_MODEL, FINAL_MODEL, SPLIT_FILE
 from ..utils.values import is_number
 from .curves import RunCurves
 from .report_html import Section, img_tag, paragraph, table
@@ -199,7 +200,7 @@ def settings_section(run_dir: Path, config: Optional[Dict], config_problem: str)
     else:
         rows = [(label, key, _show(config_value(config, key))) for key, label in SETTINGS]
         section.body += table(["setting", "config key", "value"], rows, text_columns=3)
-    split_file = run_dir / "cells_split.json"
+    split_file = run_dir / SPLIT_FILE
     rows = [("run folder", str(run_dir.resolve()))]
     if split_file.is_file():
         try:
@@ -207,8 +208,8 @@ def settings_section(run_dir: Path, config: Optional[Dict], config_problem: str)
             rows += [("training images", str(len(split.get("train_names", [])))),
                      ("validation images", str(len(split.get("val_names", []))))]
         except (ValueError, AttributeError) as e:
-            rows.append(("cells_split.json", f"unreadable ({e})"))
-    for name in ("model_best.pth", "model_final.pth"):
+            rows.append((SPLIT_FILE, f"unreadable ({e})"))
+    for name in (f"{BEST_MODEL}.pth", f"{FINAL_MODEL}.pth"):
         path = run_dir / name
         rows.append((name, f"{path.stat().st_size / 2**20:.1f} MiB" if path.is_file()
                      else "not written"))

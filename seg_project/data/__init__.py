@@ -1,6 +1,7 @@
 """Reading the course layout into Detectron2 datasets, one job per module:
 
 - :mod:`.image_io`: images and masks from files, with clear errors (:class:`DatasetError`);
+- :mod:`.intensity`: the one rule that maps a dataset's 16-bit and float images to ``uint8``;
 - :mod:`.reader`: the course layout (train folders, test folder, mapping file) as records;
 - :mod:`.cache`: converted records cached outside the data;
 - :mod:`.rle`: the RLE codec of mask crops;
@@ -8,7 +9,8 @@
 - :mod:`.mapper`, :mod:`.cropped_masks`: records to model inputs, fast;
 - :mod:`.resize`: short-side or fixed-scale resizing (``INPUT.RESIZE_MODE``);
 - :mod:`.augmentations`: orientations, stain and colour jitter for training;
-- :mod:`.stats`, :mod:`.synthetic`: dataset statistics and generated datasets.
+- :mod:`.stats`: dataset statistics, and the intensity rule computed from training images;
+- :mod:`.synthetic`: generated datasets in the course layout.
 
 Import the modules themselves: this package imports nothing, so that tools which need no
 model (statistics, synthetic data) start without Detectron2.

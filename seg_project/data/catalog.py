@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..utils.atomic_files import write_text
+from ..utils.run_files import SPLIT_FILE
 from .image_io import DatasetError
 from .reader import (
     IMAGE_FILE,
@@ -265,7 +266,7 @@ def write_split_file(output_dir, dataset_names: Sequence[str]) -> Optional[Path]
         out.update({f"{part}_names": names for part, names in parts.items()})
     if not out:
         return None
-    return write_text(Path(output_dir) / "cells_split.json", json.dumps(out, indent=2) + "\n")
+    return write_text(Path(output_dir) / SPLIT_FILE, json.dumps(out, indent=2) + "\n")
 
 
 # The predefined datasets for $DETECTRON2_DATASETS/cells (configs re-register them for their

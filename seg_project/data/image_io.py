@@ -15,9 +15,10 @@ the same stored value becomes the same color in every image of it:
 - A dataset whose images hold other values (e.g. 12- or 16-bit microscopy, negative values,
   floats beyond 255) gets an :class:`IntensityRule`: the 0.1st..99.9th percentile range of
   its training images' values (a fixed sample of each, all channels pooled so colors keep
-  their balance) is stretched linearly to 0..255, clipped. :func:`compute_intensity_rule`
-  computes it once; it then maps *every* non-``uint8`` image of the dataset, training and test
-  alike (``read_image(path, rule)``). It is stored with the run (``INPUT.INTENSITY_RANGE`` in
+  their balance) is stretched linearly to 0..255, clipped.
+  :func:`seg_project.data.stats.compute_intensity_rule` computes it once; it then maps
+  *every* non-``uint8`` image of the dataset, training and test alike
+  (``read_image(path, rule)``). It is stored with the run (``INPUT.INTENSITY_RANGE`` in
   ``config.yaml`` and ``intensity_rule.json`` beside the weights, see
   :func:`resolve_intensity_rule`), so prediction maps test images exactly as training did.
 - An image read on its own, without a rule (e.g. a picture drawn from one file), whose values

@@ -5,27 +5,27 @@
 cast); a dataset whose images hold other values (12- or 16-bit microscopy, negative values,
 floats beyond 255) gets an :class:`IntensityRule`: the 0.1st..99.9th percentile range of its
 training images' values (a fixed sample of each, all channels pooled so colors keep their
-balance), stretched linearly to 0..255 and clipped. :func:`compute_intensity_rule` computes it
-once; it then maps *every* non-``uint8`` image of the dataset, training and test alike. It is
-stored with the run (``INPUT.INTENSITY_RANGE`` in ``config.yaml`` and ``intensity_rule.json``
-beside the weights) and :func:`resolve_intensity_rule` finds it again for prediction.
+balance), stretched linearly to 0..255 and clipped. The rule is computed once, from the
+training images, by :func:`seg_project.data.stats.compute_intensity_rule` (a dataset
+statistic); it then maps *every* non-``uint8`` image of the dataset, training and test alike.
+It is stored with the run (``INPUT.INTENSITY_RANGE`` in ``config.yaml`` and
+``intensity_rule.json`` beside the weights) and :func:`resolve_intensity_rule` finds it again
+for prediction.
 """
 
 import json
-import logging
 import math
 from pathlib import Path
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from ..utils.errors import DatasetError
+from ..utils.run_files import INTENSITY_RULE_FILE
 
 __all__ = [
     "INTENSITY_PERCENTILES",
-    "INTENSITY_RULE_FILE",
     "IntensityRule",
-    "compute_intensity_rule",
     "finite_float32",
     "fixed_mapping",
     "read_intensity_rule_file",
@@ -34,14 +34,8 @@ __all__ = [
     "write_intensity_rule_file",
 ]
 
-logger = logging.getLogger(__name__)
-
 # The percentiles of a dataset's values that an IntensityRule stretches to 0..255.
 INTENSITY_PERCENTILES = (0.1, 99.9)
-# Values sampled from each training image for the rule's percentiles (all values when fewer).
-_SAMPLES_PER_IMAGE = 250_000
-# The rule of a run, beside its weights (model_best.pth, model_final.pth, ...).
-INTENSITY_RULE_FILE = "intensity_rule.json"
 
 
 class IntensityRule(NamedTuple):
@@ -137,50 +131,6 @@ def fixed_mapping(array: np.ndarray) -> Optional[np.ndarray]:
 def rule_of_values(values: np.ndarray) -> IntensityRule:
     low, high = (float(v) for v in np.percentile(values, INTENSITY_PERCENTILES))
     return IntensityRule(low, high if high > low else low + 1.0)
-
-
-def compute_intensity_rule(
-    paths: Iterable, samples_per_image: int = _SAMPLES_PER_IMAGE, seed: int = 0
-) -> Optional[IntensityRule]:
-    """The :class:`IntensityRule` of a dataset, from its training images; None if it needs none.
-
-    A rule is needed when some non-``uint8`` image holds values that no fixed mapping covers
-    (integers beyond 0..255, floats below 0 or beyond 255). Its range is then the 0.1st..99.9th
-    percentile of the values of all non-``uint8`` images (up to ``samples_per_image`` values of
-    each, drawn with a seeded generator, so the same files give the same rule). ``uint8`` TIFFs
-    are recognised from their headers and not decoded.
-
-    Args:
-        paths: the training images.
-        samples_per_image: values drawn from each wide image.
-        seed: seed of the draw.
-
-    Raises:
-        DatasetError: an unreadable image.
-    """
-    from .image_io import color_channels, read_array, stored_dtype
-
-    rng = np.random.default_rng(seed)
-    samples, needs_rule, wide = [], False, 0
-    for path in dict.fromkeys(Path(p) for p in paths):
-        dtype = stored_dtype(path)
-        if dtype is not None and dtype in (np.uint8, np.bool_):
-            continue
-        array = color_channels(read_array(path), path)
-        if array.dtype in (np.uint8, np.bool_):
-            continue
-        wide += 1
-        needs_rule = needs_rule or fixed_mapping(array) is None
-        values = finite_float32(array).reshape(-1)
-        if values.size > samples_per_image:
-            values = values[rng.integers(0, values.size, samples_per_image)]
-        samples.append(values)
-    if not needs_rule:
-        return None
-    rule = rule_of_values(np.concatenate(samples))
-    logger.info(f"Intensity rule of the dataset ({wide} non-uint8 images): values "
-                f"{rule.low:g}..{rule.high:g} (0.1..99.9th percentile) -> 0..255")
-    return rule
 
 
 def _rule_file(weights_or_dir) -> Optional[Path]:

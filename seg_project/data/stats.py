@@ -1,4 +1,6 @@
-"""Statistics of a dataset in the course layout (what ``tools/dataset_stats.py`` reports).
+"""Statistics of a dataset in the course layout (what ``tools/dataset_stats.py`` reports), and
+the intensity rule of its 16-bit and float images (:func:`compute_intensity_rule`, computed
+from the training images when a run starts; see :mod:`seg_project.data.intensity`).
 
 For each annotated split folder of a root (``<root>/train`` always, others such as
 ``<root>/test`` on request): images, instances per class, instances per image, per-class
@@ -18,18 +20,33 @@ i.e. the train split's figures are top-level keys, and ``splits`` holds every re
 """
 
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, TextIO
+from typing import Dict, Iterable, List, Optional, Sequence, TextIO
 
+import numpy as np
 from tabulate import tabulate
 
-from .image_io import DatasetError
+from .image_io import DatasetError, color_channels, read_array, stored_dtype
+from .intensity import IntensityRule, finite_float32, fixed_mapping, rule_of_values
 from .reader import load_annotated_split, summarize
 
-__all__ = ["class_names_for", "split_stats", "dataset_stats", "format_stats", "report"]
+__all__ = [
+    "class_names_for",
+    "compute_intensity_rule",
+    "dataset_stats",
+    "format_stats",
+    "report",
+    "split_stats",
+]
+
+logger = logging.getLogger(__name__)
 
 MAIN_SPLIT = "train"
+# Values sampled from each training image for the intensity rule's percentiles (all values
+# when fewer).
+_SAMPLES_PER_IMAGE = 250_000
 # Empty images listed by name in the table (all of them are in the JSON).
 _MAX_LISTED_EMPTY = 20
 
@@ -82,6 +99,48 @@ def dataset_stats(root, splits: Sequence[str] = (), num_classes: int = 4, cache_
                  for name in names}
     main = {key: value for key, value in per_split[MAIN_SPLIT].items() if key != "folder"}
     return {"root": str(root.resolve()), "split": MAIN_SPLIT, **main, "splits": per_split}
+
+
+def compute_intensity_rule(
+    paths: Iterable, samples_per_image: int = _SAMPLES_PER_IMAGE, seed: int = 0
+) -> Optional[IntensityRule]:
+    """The :class:`IntensityRule` of a dataset, from its training images; None if it needs none.
+
+    A rule is needed when some non-``uint8`` image holds values that no fixed mapping covers
+    (integers beyond 0..255, floats below 0 or beyond 255). Its range is then the 0.1st..99.9th
+    percentile of the values of all non-``uint8`` images (up to ``samples_per_image`` values of
+    each, drawn with a seeded generator, so the same files give the same rule). ``uint8`` TIFFs
+    are recognised from their headers and not decoded.
+
+    Args:
+        paths: the training images.
+        samples_per_image: values drawn from each wide image.
+        seed: seed of the draw.
+
+    Raises:
+        DatasetError: an unreadable image.
+    """
+    rng = np.random.default_rng(seed)
+    samples, needs_rule, wide = [], False, 0
+    for path in dict.fromkeys(Path(p) for p in paths):
+        dtype = stored_dtype(path)
+        if dtype is not None and dtype in (np.uint8, np.bool_):
+            continue
+        array = color_channels(read_array(path), path)
+        if array.dtype in (np.uint8, np.bool_):
+            continue
+        wide += 1
+        needs_rule = needs_rule or fixed_mapping(array) is None
+        values = finite_float32(array).reshape(-1)
+        if values.size > samples_per_image:
+            values = values[rng.integers(0, values.size, samples_per_image)]
+        samples.append(values)
+    if not needs_rule:
+        return None
+    rule = rule_of_values(np.concatenate(samples))
+    logger.info(f"Intensity rule of the dataset ({wide} non-uint8 images): values "
+                f"{rule.low:g}..{rule.high:g} (0.1..99.9th percentile) -> 0..255")
+    return rule
 
 
 def _range(stats: Dict) -> str:

@@ -9,7 +9,8 @@ from detectron2.engine.hooks import EvalHook
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, get_event_storage
 
-from .checkpointer import PERIODIC_CHECKPOINT_RE
+from ..config import check_best_metric_mode
+from ..utils.run_files import BEST_MODEL, FINAL_MODEL, PERIODIC_CHECKPOINT_RE
 
 __all__ = [
     "BestCheckpointHook",
@@ -76,14 +77,14 @@ class EpochCheckpointer(HookBase):
     def after_step(self):
         iteration = self.trainer.iter
         if iteration + 1 >= self.trainer.max_iter:
-            self._checkpointer.save("model_final", iteration=iteration)
+            self._checkpointer.save(FINAL_MODEL, iteration=iteration)
         elif self._period > 0 and (iteration + 1) % self._period == 0:
             self._checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
             self._prune()
 
     def after_train(self):
         if getattr(self.trainer, "stop_requested", False):
-            self._checkpointer.save("model_final", iteration=self.trainer.iter)
+            self._checkpointer.save(FINAL_MODEL, iteration=self.trainer.iter)
 
     def _prune(self):
         folder = self._checkpointer.save_dir
@@ -105,8 +106,7 @@ class BestCheckpointHook(HookBase):
 
     def __init__(self, eval_period: int, checkpointer, metric: str = "segm/AP50",
                  mode: str = "max", patience: int = 0, iters_per_epoch: int = 0):
-        if mode not in ("max", "min"):
-            raise ValueError(f"TEST.BEST_METRIC_MODE must be max or min, got {mode}")
+        check_best_metric_mode(mode)
         self._period = eval_period
         self._checkpointer = checkpointer
         self._metric = metric
@@ -144,7 +144,7 @@ class BestCheckpointHook(HookBase):
                 if self._improves(value):
                     self.best_value, self.best_iteration = value, iteration
                     self.evals_without_improvement = 0
-                    self._checkpointer.save("model_best", tag_last=False, iteration=iteration)
+                    self._checkpointer.save(BEST_MODEL, tag_last=False, iteration=iteration)
                 else:
                     self.evals_without_improvement += 1
                 best = self.best_value if self.best_value is not None else float("nan")

@@ -23,13 +23,11 @@ from typing import Optional, Tuple
 import torch
 from detectron2.engine import SimpleTrainer
 
-from ..utils.errors import ConfigError
+from ..config import check_cpu_dtype
 
-__all__ = ["CPU_DTYPES", "MixedPrecisionTrainer", "cpu_amp_dtype", "native_cpu_bf16"]
+__all__ = ["MixedPrecisionTrainer", "cpu_amp_dtype", "native_cpu_bf16"]
 
 logger = logging.getLogger(__name__)
-
-CPU_DTYPES = ("auto", "bfloat16", "float32")
 
 
 def _probe(name: str) -> bool:
@@ -78,9 +76,7 @@ def cpu_amp_dtype(requested: str = "auto") -> Tuple[torch.dtype, str]:
     Raises:
         ConfigError: ``requested`` is none of the three.
     """
-    if requested not in CPU_DTYPES:
-        raise ConfigError("SOLVER.AMP.CPU_DTYPE",
-                          f"must be one of {', '.join(CPU_DTYPES)}, got {requested!r}")
+    check_cpu_dtype(requested)
     if requested == "float32":
         return torch.float32, "float32: SOLVER.AMP.CPU_DTYPE float32"
     native, found = native_cpu_bf16()

@@ -12,7 +12,6 @@ A run is prepared in two steps so that bad input never leaves a trace in ``OUTPU
 :func:`setup_cfg` does both.
 """
 
-import difflib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,19 +23,8 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import get_seg_project_cfg, register_datasets_from_config, resolve_epochs
-from ..data.catalog import write_split_file
-from ..data.intensity import (
-    IntensityRule,
-    compute_intensity_rule,
-    read_intensity_rule_file,
-    write_intensity_rule_file,
-)
-from ..utils.cli import config_error
-from ..utils.device import resolve_device
-from ..utils.errors import ConfigError, DatasetError
-from ..utils.paths import check_output_dir
-from .checkpointer import (
+from ..checkpoint import (
+    CellsCheckpointer,
     ResumePoint,
     check_predictors,
     config_asks,
@@ -44,15 +32,18 @@ from .checkpointer import (
     predictor_outputs,
     read_weights,
 )
-from .mixed_precision import CPU_DTYPES
+from ..config import check_config, load_config, register_datasets_from_config, resolve_epochs
+from ..data.catalog import write_split_file
+from ..data.intensity import IntensityRule, read_intensity_rule_file, write_intensity_rule_file
+from ..data.stats import compute_intensity_rule
+from ..utils.device import resolve_device
+from ..utils.errors import ConfigError, DatasetError
 
 __all__ = [
     "RunPlan",
-    "check_class_names",
     "check_weights",
     "evaluate_weights",
     "finalize_config",
-    "load_config",
     "plan_run",
     "setup_cfg",
     "start_run",
@@ -60,97 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("seg_project")
-
-
-def _all_keys(cfg, prefix: str = "") -> List[str]:
-    keys = []
-    for key, value in cfg.items():
-        full = f"{prefix}{key}"
-        keys.append(full)
-        if isinstance(value, dict):
-            keys += _all_keys(value, f"{full}.")
-    return keys
-
-
-def _with_suggestion(error: ConfigError, cfg) -> ConfigError:
-    if error.problem != "no such config key":
-        return error
-    close = difflib.get_close_matches(error.path, _all_keys(cfg), n=1, cutoff=0.75)
-    if close:
-        return ConfigError(error.path, f"no such config key (did you mean {close[0]}?)")
-    return error
-
-
-def load_config(config_file, opts: Sequence[str] = ()):
-    """A seg_project config from a YAML file and ``KEY VALUE`` overrides (not yet frozen).
-
-    Args:
-        config_file: the YAML config.
-        opts: ``KEY VALUE`` overrides.
-
-    Raises:
-        ConfigError: a missing or unreadable config file (naming it), or a key that does not
-            exist or a value of the wrong type (naming the key).
-    """
-    cfg = get_seg_project_cfg()
-    config_file = str(config_file)
-    if not os.path.isfile(config_file):
-        raise ConfigError(config_file, "config file not found")
-    try:
-        cfg.merge_from_file(config_file)
-    except Exception as e:  # noqa: BLE001 - yaml, yacs and IO errors all mean a bad file
-        error = config_error(e)
-        if error is not None:
-            raise ConfigError(config_file, str(_with_suggestion(error, cfg))) from None
-        raise ConfigError(config_file, f"cannot read this config: {type(e).__name__}: "
-                                       f"{str(e).strip().splitlines()[0] if str(e) else ''}"
-                          ) from None
-    try:
-        cfg.merge_from_list(list(opts))
-    except (KeyError, ValueError, AssertionError) as e:
-        error = config_error(e)
-        if error is None:
-            raise
-        raise _with_suggestion(error, cfg) from None
-    return cfg
-
-
-def check_class_names(cfg) -> None:
-    """``DATASETS.CELLS.CLASS_NAMES`` has ``MODEL.ROI_HEADS.NUM_CLASSES`` names.
-
-    Raises:
-        ConfigError: naming ``DATASETS.CELLS.CLASS_NAMES``.
-    """
-    names, k = list(cfg.DATASETS.CELLS.CLASS_NAMES), cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if len(names) != k:
-        raise ConfigError("DATASETS.CELLS.CLASS_NAMES", f"has {len(names)} names but "
-                                                        f"MODEL.ROI_HEADS.NUM_CLASSES is {k}")
-
-
-def _check_values(cfg, eval_only: bool) -> None:
-    """Values that would otherwise fail deep inside the run (or silently do the wrong thing)."""
-    check_class_names(cfg)
-    if cfg.SOLVER.AMP.CPU_DTYPE not in CPU_DTYPES:
-        raise ConfigError("SOLVER.AMP.CPU_DTYPE", f"must be one of {', '.join(CPU_DTYPES)}, "
-                                                  f"got {cfg.SOLVER.AMP.CPU_DTYPE!r}")
-    if cfg.TEST.BEST_METRIC_MODE not in ("max", "min"):
-        raise ConfigError("TEST.BEST_METRIC_MODE", f"must be max or min, got "
-                                                   f"{cfg.TEST.BEST_METRIC_MODE!r}")
-    if cfg.SOLVER.EPOCHS > 0:
-        for fraction in cfg.SOLVER.STEP_FRACTIONS:
-            if not 0 < fraction < 1:
-                raise ConfigError("SOLVER.STEP_FRACTIONS", f"must lie in (0, 1), got {fraction}")
-    if cfg.SOLVER.IMS_PER_BATCH < 1:
-        raise ConfigError("SOLVER.IMS_PER_BATCH", f"must be at least 1, got "
-                                                  f"{cfg.SOLVER.IMS_PER_BATCH}")
-    if not eval_only and not cfg.DATASETS.TRAIN:
-        raise ConfigError("DATASETS.TRAIN", "is empty: name at least one dataset to train on")
-    if eval_only and not cfg.DATASETS.TEST:
-        raise ConfigError("DATASETS.TEST", "is empty: --eval-only needs a dataset to evaluate")
-    try:
-        check_output_dir(cfg.OUTPUT_DIR, "run folder")
-    except DatasetError as e:
-        raise ConfigError("OUTPUT_DIR", f"{e.path}: {e.problem}") from None
 
 
 def _check_split_folder(name: str) -> None:
@@ -200,9 +100,8 @@ def finalize_config(cfg, eval_only: bool = False) -> list:
     """Make a merged config ready to run, in place (``cfg`` must not be frozen); reads and
     checks every dataset the run will use, and writes nothing.
 
-    - Config values that would fail later (class names vs. classes, ``SOLVER.AMP.CPU_DTYPE``,
-      ``TEST.BEST_METRIC_MODE``, ``SOLVER.STEP_FRACTIONS``, an ``OUTPUT_DIR`` that is a file)
-      are checked.
+    - Config values that would fail later are checked
+      (:func:`seg_project.config.check_config`).
     - ``MODEL.DEVICE`` cuda without a GPU falls back to cpu.
     - The cells_* datasets are registered for ``DATASETS.CELLS``; every dataset of
       ``DATASETS.TEST`` (and, for training, ``DATASETS.TRAIN``) is loaded, so bad data stops
@@ -216,7 +115,7 @@ def finalize_config(cfg, eval_only: bool = False) -> list:
         ConfigError, DatasetError: see above.
     """
     notes = []
-    _check_values(cfg, eval_only)
+    check_config(cfg, eval_only)
     cfg.MODEL.DEVICE, note = resolve_device(cfg.MODEL.DEVICE)
     if note:
         notes.append(f"MODEL.DEVICE {note}")
@@ -384,7 +283,6 @@ def evaluate_weights(cfg, trainer_class=None):
     """Load ``MODEL.WEIGHTS`` (its predictors must fit the config's classes) and evaluate on
     ``DATASETS.TEST`` (also with test-time augmentation when ``TEST.AUG.ENABLED``); returns
     the results dict."""
-    from .checkpointer import CellsCheckpointer
     from .trainer import CellsTrainer
 
     trainer_class = trainer_class or CellsTrainer

@@ -14,11 +14,12 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import CellsCheckpointer, config_asks
 from ..data.mapper import CellsDatasetMapper
 from ..evaluation.evaluator import CellsCOCOEvaluator
 from ..inference.postprocess import RLEOutputModel
 from ..inference.tiling import TiledInference
-from .checkpointer import CellsCheckpointer
+from ..utils.run_files import INFERENCE_DIR, METRICS_FILE, TTA_INFERENCE_DIR
 from .hooks import (
     BestCheckpointHook,
     EpochCheckpointer,
@@ -123,8 +124,6 @@ class CellsTrainer(DefaultTrainer):
         Raises:
             WeightsError: an unreadable checkpoint, or one that does not fit the config.
         """
-        from .checkpointer import config_asks
-
         checkpointer = self.checkpointer
         if resume and checkpointer.has_checkpoint():
             checkpointer.load(checkpointer.get_checkpoint_file(),
@@ -150,7 +149,7 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, INFERENCE_DIR, dataset_name)
         os.makedirs(output_folder, exist_ok=True)
         return CellsCOCOEvaluator.from_config(cfg, dataset_name, output_folder)
 
@@ -164,11 +163,12 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
-        """Evaluate ``model`` wrapped in :class:`seg_project.inference.CellsTTA` (flips and
-        ``TEST.AUG.MIN_SIZES`` or ``TEST.AUG.SCALES``); result keys end in ``-TTA``."""
+        """Evaluate ``model`` wrapped in :class:`seg_project.inference.predictor.CellsTTA`
+        (flips and ``TEST.AUG.MIN_SIZES`` or ``TEST.AUG.SCALES``); result keys end in
+        ``-TTA``."""
         from ..inference.predictor import CellsTTA
 
-        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA",
+        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, TTA_INFERENCE_DIR,
                                                                   name))
                       for name in cfg.DATASETS.TEST]
         results = super().test(cfg, CellsTTA(cfg, model), evaluators)
@@ -181,7 +181,7 @@ class CellsTrainer(DefaultTrainer):
         iters_per_epoch = self.cfg.SOLVER.ITERS_PER_EPOCH
         return [
             EpochMetricPrinter(self.max_iter, iters_per_epoch),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE)),
             TensorboardXWriter(self.cfg.OUTPUT_DIR),
         ]
 

@@ -28,6 +28,7 @@ from detectron2.utils import comm
 
 from ..inference.postprocess import instances_to_coco_entries
 from ..utils.atomic_files import write_text
+from ..utils.run_files import RESULTS_FILE
 from .predictions import evaluate_predictions, format_tables
 
 __all__ = ["CellsCOCOEvaluator"]
@@ -98,7 +99,7 @@ class CellsCOCOEvaluator(COCOEvaluator):
         for result in results:
             result["category_id"] = to_category[result["category_id"]]
         if self._output_dir:
-            path = os.path.join(self._output_dir, "coco_instances_results.json")
+            path = os.path.join(self._output_dir, RESULTS_FILE)
             self._logger.info(f"Saving results to {path}")
             write_text(path, json.dumps(results))
         self._log_capped([p.get("num_detections", len(p["instances"])) for p in predictions])

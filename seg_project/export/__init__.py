@@ -7,8 +7,11 @@
   the higher score wins a contested pixel) with a JSON sidecar naming their numbers, and the
   course layout (``<name>/classN.tif``) so that predictions can be re-read by
   :mod:`seg_project.data.reader` and corrected by hand.
+- :mod:`seg_project.export.formats`: the output formats of ``tools/predict.py --format``
+  and where each writes.
 
-Both take the COCO result entries of one image as given (``category_id`` 1..K, ``score``,
-compressed RLE ``segmentation``); thresholds and caps are the caller's business. Nothing is
-imported here, so that importing one format does not import the other's dependencies.
+The two writers take the COCO result entries of one image as given (``category_id`` 1..K,
+``score``, compressed RLE ``segmentation``); thresholds and caps are the caller's business.
+Nothing is imported here, so that importing one format does not import the other's
+dependencies.
 """

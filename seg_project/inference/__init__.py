@@ -6,7 +6,10 @@
   merged (:class:`~.tiling.TiledInference`), for evaluation, prediction and TTA alike;
 - :mod:`.postprocess`: masks pasted as RLE crops (:class:`~.postprocess.RLEOutputModel`)
   and COCO result entries;
-- :mod:`.predict`: the job behind ``tools/predict.py`` (inputs, ids, the submission file).
+- :mod:`.predict`: the job behind ``tools/predict.py`` (inputs, ids, the submission file);
+- :mod:`.capacity`: how many images reached the per-image detection cap.
+
+Weights are loaded by :mod:`seg_project.checkpoint` (shared with training).
 
 Import the modules themselves: this package imports nothing, so that tools start fast.
 """

@@ -130,7 +130,7 @@ def run_prediction(
     """Predict every image of ``job``, write ``test-results.json`` (and a zip), check it.
 
     Args:
-        predictor: a :class:`seg_project.inference.Predictor`.
+        predictor: a :class:`seg_project.inference.predictor.Predictor`.
         job: from :func:`resolve_inputs`.
         out_dir: output folder.
         bbox_format: "xywh" (COCO) or "xyxy".

@@ -19,11 +19,11 @@ from detectron2.data import transforms as T
 from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 
+from ..checkpoint import CellsCheckpointer, config_asks
 from ..data.image_io import read_image
 from ..data.intensity import resolve_intensity_rule
 from ..data.mapper import to_model_format
 from ..data.resize import build_resize, tta_resizes
-from ..engine.checkpointer import CellsCheckpointer, config_asks
 from ..utils.device import resolve_device
 from .postprocess import RLEOutputModel, instances_to_coco_entries, postprocess_to_rle
 from .tiling import TiledInference
@@ -74,7 +74,8 @@ class FlipResizeTTAMapper:
 
 class CellsTTA(GeneralizedRCNNWithTTA):
     """Detectron2's TTA wrapper with vertical flips undone on masks, and masks returned as
-    RLE crops (:func:`seg_project.postprocess.postprocess_to_rle`) instead of full bitmaps.
+    RLE crops (:func:`seg_project.inference.postprocess.postprocess_to_rle`) instead of full
+    bitmaps.
 
     Inputs are dicts with ``image`` (CHW, model format; original size or resized),
     ``height`` and ``width`` (the original size).
@@ -117,7 +118,7 @@ class Predictor:
     """Predict cell instances with a config and a weights file.
 
     Args:
-        cfg: a config with seg_project's keys (``seg_project.get_seg_project_cfg``).
+        cfg: a config with seg_project's keys (:func:`seg_project.config.load_config`).
         weights: a weights file (``model_best.pth``, ``model_final.pth``, a model-zoo URL);
             default ``cfg.MODEL.WEIGHTS``.
         device: "cpu", "cuda", "cuda:1"...; default ``cfg.MODEL.DEVICE`` (cpu without a GPU).

@@ -34,8 +34,9 @@ coordinates moves its mask with it; they are pasted once, after the merge
 predicted whole, exactly as without tiling.
 
 The same object serves evaluation (:class:`~seg_project.inference.postprocess.RLEOutputModel`),
-``tools/predict.py`` and ``tools/visualize.py`` (:class:`~seg_project.inference.Predictor`) and
-test-time augmentation (:class:`~seg_project.inference.predictor.CellsTTA`).
+``tools/predict.py`` and ``tools/visualize.py``
+(:class:`~seg_project.inference.predictor.Predictor`) and test-time augmentation
+(:class:`~seg_project.inference.predictor.CellsTTA`).
 """
 
 from dataclasses import dataclass

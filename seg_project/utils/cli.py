@@ -6,9 +6,13 @@ cannot be written) prints ``error: <file or key>: <problem>`` on stderr and exit
 status 2. Anything else is a bug and keeps its traceback. ``--debug`` (any tool) or the
 environment variable ``SEG_PROJECT_DEBUG=1`` shows the traceback of expected failures too.
 
+The tools' shared argparse types live here too (:func:`whole_number_at_least`,
+:func:`number_from_0_to_1`).
+
 Only the standard library is imported here, so that light tools stay light.
 """
 
+import argparse
 import contextlib
 import errno
 import os
@@ -26,8 +30,10 @@ __all__ = [
     "as_user_error",
     "config_error",
     "debug_requested",
+    "number_from_0_to_1",
     "run_tool",
     "user_errors",
+    "whole_number_at_least",
 ]
 
 DEBUG_ENV = "SEG_PROJECT_DEBUG"
@@ -189,3 +195,34 @@ def run_tool(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
         print(f"error: {message}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     return 0 if status is None else int(status)
+
+
+def whole_number_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum``.
+
+    Args:
+        minimum: the smallest value accepted.
+
+    Returns:
+        the parser of the option's text (argparse reports its errors as usage errors).
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def number_from_0_to_1(text: str) -> float:
+    """An argparse ``type``: a number from 0 to 1 (an opacity, a fraction)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value

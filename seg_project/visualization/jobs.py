@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..submission.entries import detect_bbox_format, load_result_entries
+from ..utils.cli import number_from_0_to_1, whole_number_at_least
 from ..utils.paths import check_output_dir
 from .render import picture_targets, render_dataset, render_predictions
 from .sources import check_result_ids, load_annotated_source, prediction_records, select_records
@@ -30,30 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _count(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
-
-
-def _opacity(text: str) -> float:
-    """An argparse type: a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
 
 
 def add_picture_arguments(parser) -> None:
@@ -82,24 +59,26 @@ def add_picture_arguments(parser) -> None:
     parser.add_argument("--labels", action=argparse.BooleanOptionalAction, default=None,
                         help="label every instance (class, score) / none (default: only "
                              "pictures of at most --label-limit instances)")
-    parser.add_argument("--label-limit", type=_count(0), default=AUTO_LABEL_LIMIT, metavar="N",
+    parser.add_argument("--label-limit", type=whole_number_at_least(0), default=AUTO_LABEL_LIMIT,
+                        metavar="N",
                         help="above N instances in a picture, labels give way to outlines, a "
                              f"light fill and a legend with counts per class (default "
                              f"{AUTO_LABEL_LIMIT})")
     parser.add_argument("--outlines", action="store_true",
                         help="draw outlines only: no fill, no labels")
     parser.add_argument("--boxes", action="store_true", help="also draw boxes (dashed)")
-    parser.add_argument("--alpha", type=_opacity, default=None,
+    parser.add_argument("--alpha", type=number_from_0_to_1, default=None,
                         help=f"mask fill opacity, 0..1 (default {DEFAULT_ALPHA}, or "
                              f"{CROWDED_ALPHA} above --label-limit)")
-    parser.add_argument("--max-instances", type=_count(1), default=None, metavar="N",
+    parser.add_argument("--max-instances", type=whole_number_at_least(1), default=None, metavar="N",
                         help="draw at most N instances per image, highest scores first (ground "
                              "truth: the first N); the legend says how many were left out "
                              "(default: all)")
-    parser.add_argument("--min-size", type=_count(0), default=DEFAULT_MIN_SIZE, metavar="PX",
+    parser.add_argument("--min-size", type=whole_number_at_least(0), default=DEFAULT_MIN_SIZE,
+                        metavar="PX",
                         help="draw smaller images larger, to PX on the long side (default "
                              f"{DEFAULT_MIN_SIZE}; 0: the image's size)")
-    parser.add_argument("--max-size", type=_count(1), default=None, metavar="PX",
+    parser.add_argument("--max-size", type=whole_number_at_least(1), default=None, metavar="PX",
                         help="draw larger images smaller, to PX on the long side (default: "
                              "never; wins over --min-size)")
     parser.add_argument("--resize", choices=RESIZE_MODES, default="nearest",
@@ -205,11 +184,9 @@ def visualize_dataset(
 def _load_config(config_file, config_opts: Sequence[str] = ()):
     """A seg_project config from a YAML file and ``KEY VALUE`` overrides, with its datasets
     registered."""
-    from ..config import get_seg_project_cfg, register_datasets_from_config
+    from ..config import load_config, register_datasets_from_config
 
-    cfg = get_seg_project_cfg()
-    cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(config_opts))
+    cfg = load_config(config_file, config_opts)
     register_datasets_from_config(cfg)
     return cfg
 

@@ -2,8 +2,7 @@
 
 import os
 import re
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional
 from urllib.parse import urlparse
 
 import torch
@@ -12,26 +11,20 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..utils.atomic_files import atomic_write, write_text
 from ..utils.errors import WeightsError
+from ..utils.run_files import FINAL_MODEL, LAST_CHECKPOINT_FILE, PERIODIC_CHECKPOINT_RE
+from .fit import (
+    PREDICTOR_LAYERS,
+    check_predictors,
+    classes_phrase,
+    layer_name,
+    strip_module_prefix,
+)
 
 __all__ = [
-    "PREDICTOR_LAYERS",
     "CellsCheckpointer",
-    "ResumePoint",
     "WeightsNotFoundError",
-    "config_asks",
-    "find_resume_point",
-    "predictor_outputs",
     "read_weights",
 ]
-
-# Periodic checkpoints: model_<iteration, 7 digits>.pth.
-PERIODIC_CHECKPOINT_RE = re.compile(r"^model_(\d{7})\.pth$")
-
-# The layers whose shapes depend on the number of classes (StandardROIHeads of Mask R-CNN).
-CLS_SCORE = "roi_heads.box_predictor.cls_score"
-BBOX_PRED = "roi_heads.box_predictor.bbox_pred"
-MASK_PREDICTOR = "roi_heads.mask_head.predictor"
-PREDICTOR_LAYERS = (CLS_SCORE, BBOX_PRED, MASK_PREDICTOR)
 
 _MAX_LISTED = 12
 
@@ -60,107 +53,6 @@ def _format_problem(path: str) -> Optional[str]:
     return "neither a PyTorch checkpoint (zip archive) nor a pickle"
 
 
-def _strip_module_prefix(state: Mapping) -> Dict:
-    if state and all(str(k).startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
-
-
-def _shape(value) -> Tuple[int, ...]:
-    return tuple(getattr(value, "shape", ()))
-
-
-def _classes(k) -> str:
-    """"a 4-class model", "an 80-class model"."""
-    text = str(k)
-    return f"{'an' if text.startswith('8') or text in ('11', '18') else 'a'} {text}-class model"
-
-
-def _layer(key: str) -> str:
-    return key.rsplit(".", 1)[0] if "." in key else key
-
-
-def predictor_outputs(cfg) -> Dict[str, int]:
-    """The output sizes that ``cfg``'s class count gives the predictor layers.
-
-    Returns:
-        dict: ``{"<layer>.weight": outputs}`` for the box classifier (K + 1), the box
-        regressor (4 K, or 4 class-agnostic) and, with ``MODEL.MASK_ON``, the mask predictor
-        (K, or 1 class-agnostic); empty for ROI heads other than ``StandardROIHeads``.
-    """
-    if cfg.MODEL.ROI_HEADS.NAME != "StandardROIHeads":
-        return {}
-    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    box_dim = len(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)
-    outputs = {
-        f"{CLS_SCORE}.weight": k + 1,
-        f"{BBOX_PRED}.weight": box_dim * (1 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
-                                          else k),
-    }
-    if cfg.MODEL.MASK_ON:
-        outputs[f"{MASK_PREDICTOR}.weight"] = 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else k
-    return outputs
-
-
-def config_asks(cfg) -> str:
-    """What ``cfg`` asks of a model, for error messages: its class count and names."""
-    names = ", ".join(cfg.DATASETS.CELLS.CLASS_NAMES)
-    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    return (f"{_classes(k)} (MODEL.ROI_HEADS.NUM_CLASSES {k}; "
-            f"DATASETS.CELLS.CLASS_NAMES {names})")
-
-
-def _describe_held(state: Mapping) -> str:
-    cls = state.get(f"{CLS_SCORE}.weight")
-    if cls is None:
-        return f"no box predictor ({CLS_SCORE})"
-    return _classes(_shape(cls)[0] - 1)
-
-
-def check_predictors(state: Mapping, expected: Mapping[str, object], path: str,
-                     asks: str) -> None:
-    """Check that a checkpoint's predictor layers fit a model.
-
-    Args:
-        state: the checkpoint's model state dict.
-        expected: ``{"<layer>.weight": outputs (int) or the full shape (tuple)}``.
-        path: the checkpoint, named in the error.
-        asks: what the config asks for (see :func:`config_asks`).
-
-    Raises:
-        WeightsError: a predictor layer is missing or of another size; the message names the
-            file, what it holds and what the config asks for.
-    """
-    state = _strip_module_prefix(state)
-    problems = []
-    for key, want in expected.items():
-        layer = _layer(key)
-        if key not in state:
-            problems.append(f"{layer} is missing")
-            continue
-        have = _shape(state[key])
-        if isinstance(want, tuple):
-            if have[:1] != want[:1] and have[1:] == want[1:]:
-                problems.append(f"{layer} has {have[0]} outputs, the model needs {want[0]}")
-            elif have != want:
-                problems.append(f"{layer} has shape {list(have)}, the model needs {list(want)}")
-        elif not have or have[0] != want:
-            problems.append(f"{layer} has {have[0] if have else 0} outputs, the model needs "
-                            f"{want}")
-    if not problems:
-        return
-    cls_key = f"{CLS_SCORE}.weight"
-    want_cls = expected.get(cls_key)
-    want_cls = want_cls[0] if isinstance(want_cls, tuple) else want_cls
-    if cls_key in state and _shape(state[cls_key])[:1] == (want_cls,):
-        # The class count fits; another head does not (e.g. no mask predictor).
-        what = f"does not fit the config's model, {asks}"
-    else:
-        what = f"holds {_describe_held(state)}, but the config asks for {asks}"
-    raise WeightsError(path, f"{what}: {'; '.join(problems)}. Use the config the weights were "
-                             "trained with (the run folder's config.yaml)")
-
-
 def read_weights(path: str) -> Dict:
     """Read a weights or checkpoint file as Detectron2 would (``.pth``, ``.pkl``), without a
     model; a URL is downloaded (or taken from the download cache) first.
@@ -176,86 +68,6 @@ def read_weights(path: str) -> Dict:
     local = checkpointer._local_weights(path)
     return checkpointer._load_file(local)
 
-
-@dataclass
-class ResumePoint:
-    """The checkpoint ``--resume`` continues from, as read by :func:`find_resume_point`.
-
-    Attributes:
-        path: the checkpoint file.
-        iteration: the last iteration it holds (0-based).
-        stopped_early: what the trainer recorded when it stopped early (``iteration``,
-            ``reason``), else None.
-    """
-
-    path: str
-    iteration: int
-    stopped_early: Optional[Dict] = None
-
-
-def _older_checkpoints(folder: str, than: str) -> List[str]:
-    """Periodic checkpoints of ``folder`` older than ``than``, newest first."""
-    names = sorted((n for n in os.listdir(folder) if PERIODIC_CHECKPOINT_RE.match(n)),
-                   reverse=True)
-    base = os.path.basename(than)
-    match = PERIODIC_CHECKPOINT_RE.match(base)
-    if match:
-        names = [n for n in names if n < base]
-    return [os.path.join(folder, n) for n in names]
-
-
-def _resume_advice(folder: str, broken: str) -> str:
-    for candidate in _older_checkpoints(folder, broken):
-        try:
-            data = read_weights(candidate)
-        except WeightsError:
-            continue
-        if "trainer" in data:
-            return (f" The older checkpoint {candidate} is complete: delete {broken} (or move "
-                    "it away) and --resume again to continue from it, or start a new run from "
-                    f"its weights with MODEL.WEIGHTS {candidate}.")
-    return (" No older complete checkpoint is there: start again without --resume (in a new "
-            "OUTPUT_DIR), or from saved weights with MODEL.WEIGHTS.")
-
-
-def find_resume_point(output_dir: str, expected: Mapping[str, object] = None,
-                      asks: str = "") -> Optional[ResumePoint]:
-    """Find and read the checkpoint ``--resume`` would continue from, writing nothing.
-
-    Args:
-        output_dir: the run folder (``OUTPUT_DIR``).
-        expected: predictor shapes the config needs (see :func:`predictor_outputs`).
-        asks: what the config asks for, for errors (see :func:`config_asks`).
-
-    Returns:
-        ResumePoint or None: None when the folder holds no checkpoint (a new run).
-
-    Raises:
-        WeightsError: the checkpoint is missing, unreadable, holds no training state or does
-            not fit the config; the message names it and, if there is one, an older complete
-            checkpoint and how to use it.
-    """
-    checkpointer = CellsCheckpointer(torch.nn.Module(), save_dir=output_dir)
-    if not checkpointer.has_checkpoint():
-        return None
-    path = checkpointer.get_checkpoint_file()
-    if not os.path.isfile(path):
-        raise WeightsError(path, "is named by last_checkpoint (the checkpoint --resume "
-                                 "continues from) but is missing." + _resume_advice(output_dir,
-                                                                                   path))
-    try:
-        data = checkpointer._load_file(path)
-    except WeightsError as e:
-        raise WeightsError(path, f"{e.problem}; --resume cannot continue from it."
-                           + _resume_advice(output_dir, path)) from None
-    trainer = data.get("trainer")
-    if not isinstance(trainer, Mapping) or "iteration" not in trainer:
-        raise WeightsError(path, "holds no training state (iteration, optimizer): it is not a "
-                                 "training checkpoint, and --resume cannot continue from it."
-                           + _resume_advice(output_dir, path))
-    if expected:
-        check_predictors(data.get("model", {}), expected, path, asks)
-    return ResumePoint(path, int(trainer["iteration"]), trainer.get("stopped_early"))
 
 
 class CellsCheckpointer(DetectionCheckpointer):
@@ -296,12 +108,12 @@ class CellsCheckpointer(DetectionCheckpointer):
             self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+        write_text(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE), last_filename_basename)
 
     def get_checkpoint_file(self) -> str:
         names = os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []
-        if "model_final.pth" in names:
-            return os.path.join(self.save_dir, "model_final.pth")
+        if f"{FINAL_MODEL}.pth" in names:
+            return os.path.join(self.save_dir, f"{FINAL_MODEL}.pth")
         periodic = sorted(n for n in names if PERIODIC_CHECKPOINT_RE.match(n))
         if periodic:
             return os.path.join(self.save_dir, periodic[-1])
@@ -348,7 +160,7 @@ class CellsCheckpointer(DetectionCheckpointer):
                                                 "evaluating needs trained weights")
         if asks is None:
             k = getattr(getattr(self.model, "roi_heads", None), "num_classes", "?")
-            asks = _classes(k)
+            asks = classes_phrase(k)
         return self.load(path, checkpointables=[], require_fit=asks)
 
     def _local_weights(self, path: str) -> str:
@@ -395,7 +207,7 @@ class CellsCheckpointer(DetectionCheckpointer):
                 self.model.state_dict(), checkpoint["model"],
                 c2_conversion=checkpoint.get("__author__", None) == "Caffe2")
             checkpoint["matching_heuristics"] = False
-        state = _strip_module_prefix(checkpoint["model"])
+        state = strip_module_prefix(checkpoint["model"])
         model_state = self.model.state_dict()
         if model_state and not set(state) & set(model_state):
             example = ", ".join(list(state)[:3]) or "nothing"
@@ -422,7 +234,7 @@ class CellsCheckpointer(DetectionCheckpointer):
                 note = f"{shape_file[0]} outputs in the file, {shape_model[0]} here"
             else:
                 note = f"shape {list(shape_file)} in the file, {list(shape_model)} here"
-            fresh.setdefault(_layer(key), note)
+            fresh.setdefault(layer_name(key), note)
         missing = list(incompatible.missing_keys)
         try:
             from fvcore.common.checkpoint import _filter_reused_missing_keys
@@ -431,7 +243,7 @@ class CellsCheckpointer(DetectionCheckpointer):
         except ImportError:
             pass
         for key in missing:
-            fresh.setdefault(_layer(key), "not in the file")
+            fresh.setdefault(layer_name(key), "not in the file")
         if fresh:
             layers = [f"{layer} ({note})" for layer, note in fresh.items()]
             more = (f" and {len(layers) - _MAX_LISTED} more" if len(layers) > _MAX_LISTED
@@ -440,9 +252,8 @@ class CellsCheckpointer(DetectionCheckpointer):
                              f"{'; '.join(layers[:_MAX_LISTED])}{more}")
         unexpected = list(incompatible.unexpected_keys)
         if unexpected:
-            layers = sorted({_layer(k) for k in unexpected})
+            layers = sorted({layer_name(k) for k in unexpected})
             more = (f" and {len(layers) - _MAX_LISTED} more" if len(layers) > _MAX_LISTED
                     else "")
             self.logger.info(f"Layers of {path} this model does not use: "
                              f"{', '.join(layers[:_MAX_LISTED])}{more}")
-
