@@ -59,8 +59,22 @@ def test_submission_for_the_generated_test_set(synthetic_root, trained_run, tmp_
 
 
 def test_plain_files_get_ids_from_sorted_names_and_tta_runs(synthetic_root, trained_run,
-                                                            tmp_path, capsys):
+                                                            tmp_path, capsys, monkeypatch):
+    from seg_project.inference.predictor import FlipResizeTTAMapper
+
     files = sorted((synthetic_root / "test_release").glob("*.tif"))[:2]
+    sizes = [list(read_image(f).shape[:2]) for f in files]
+    assert sizes[0] != sizes[1]  # so that each entry's mask size tells its image
+    views = []
+    make_views = FlipResizeTTAMapper.__call__
+
+    def count_views(mapper, dataset_dict):
+        made = make_views(mapper, dataset_dict)
+        views.append([(view["height"], view["width"], tuple(view["image"].shape[1:]))
+                      for view in made])
+        return made
+
+    monkeypatch.setattr(FlipResizeTTAMapper, "__call__", count_views)
     out = tmp_path / "tta"
     argv = predict_argv(synthetic_root, trained_run, out, "--images", *map(str, reversed(files)),
                         "--tta", "--bbox-format", "xyxy")
@@ -72,6 +86,23 @@ def test_plain_files_get_ids_from_sorted_names_and_tta_runs(synthetic_root, trai
     report = check_submission(entries, {i + 1: read_image(f).shape[:2]
                                         for i, f in enumerate(files)}, 4, bbox_format="xyxy")
     assert report.ok, report.errors
+    # Both images have detections (score threshold 0), each under the id of its sorted name.
+    assert {e["image_id"] for e in entries} == {1, 2}
+    assert all(e["segmentation"]["size"] == sizes[e["image_id"] - 1] for e in entries)
+    # TTA ran: per image, 2 sizes x (as is, flipped left-right, flipped top-bottom) views of
+    # the original-size image, short sides 64 and 80.
+    assert len(views) == 2 and all(len(made) == 6 for made in views)
+    for made in views:
+        (height, width), shapes = made[0][:2], [shape for *_, shape in made]
+        assert (height, width) in [tuple(size) for size in sizes]
+        assert sorted({min(shape) for shape in shapes}) == [64, 80]
+    # ... and its merged views give other detections than the plain prediction.
+    plain_out = tmp_path / "plain"
+    argv = predict_argv(synthetic_root, trained_run, plain_out, "--images", *map(str, files))
+    assert predict_tool.main(argv) == 0
+    plain = json.loads((plain_out / "test-results.json").read_text())
+    assert {e["image_id"] for e in plain} == {1, 2}
+    assert {e["score"] for e in entries} - {e["score"] for e in plain}
 
 
 @pytest.mark.parametrize("problem", ["missing file", "wrong size"])

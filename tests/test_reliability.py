@@ -644,10 +644,51 @@ def test_cpu_amp_dtype_rule(monkeypatch):
         mixed_precision.cpu_amp_dtype("float16")
 
 
-def test_native_bf16_probe_reports_the_capability():
+def _cpuinfo_flags() -> set:
+    """The CPU flags Linux lists in /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def test_native_bf16_probe_reports_the_capability(monkeypatch):
+    import platform
+
     native, found = mixed_precision.native_cpu_bf16()
     assert isinstance(native, bool)
-    assert torch.backends.cpu.get_cpu_capability() in found
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert capability in found
+    # On x86, the probe agrees with the flags of the kernel's CPU list.
+    flags = _cpuinfo_flags()
+    if platform.machine().lower() in ("x86_64", "amd64") and flags:
+        assert native == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}), (found, flags)
+    # Each capability, faked both ways (an x86 CPU; then an ARM one).
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+
+    def fake(amx, avx512_bf16):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        return mixed_precision.native_cpu_bf16()
+
+    assert fake(False, False) == (False, f"{capability}, no AVX512_BF16 or AMX")
+    assert fake(False, True) == (True, f"{capability} with AVX512_BF16")
+    assert fake(True, False) == (True, f"{capability} with AMX")
+    assert fake(True, True) == (True, f"{capability} with AMX")
+
+    def broken():
+        raise RuntimeError("no cpuinfo")
+
+    fake(False, False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken)
+    assert mixed_precision.native_cpu_bf16()[0] is False  # a probe that fails means "no"
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    for arm_bf16 in (False, True):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported",
+                            lambda value=arm_bf16: value)
+        assert fake(False, False)[0] is arm_bf16
 
 
 def test_cpu_amp_falls_back_to_float32_without_native_bf16(synthetic_root, tmp_path,

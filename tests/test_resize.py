@@ -15,9 +15,14 @@ def test_scale_one_resamples_nothing_and_other_scales_keep_the_aspect_ratio():
     assert isinstance(RandomScale([1.0]).get_transform(image), NoOpTransform)
     tfm = RandomScale([0.5]).get_transform(image)
     assert tfm.apply_image(image).shape == (50, 30, 3)
-    sizes = {RandomScale([0.5, 2.0], "range").get_transform(image).apply_image(image).shape[0]
-             for _ in range(20)}
+    shapes = [RandomScale([0.5, 2.0], "range").get_transform(image).apply_image(image).shape
+              for _ in range(20)]
+    sizes = {shape[0] for shape in shapes}
     assert min(sizes) >= 50 and max(sizes) <= 200 and len(sizes) > 5
+    widths = {shape[1] for shape in shapes}
+    assert min(widths) >= 30 and max(widths) <= 120 and len(widths) > 5
+    for height, width, _ in shapes:  # one factor for both sides: 100 x 60 keeps its aspect
+        assert abs(width / 60 - height / 100) <= 0.5 / 60 + 0.5 / 100, (height, width)
 
 
 def test_scale_mode_resizes_by_the_factor_not_to_a_short_side():

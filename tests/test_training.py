@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
 import torch
@@ -318,6 +319,13 @@ def test_resume_restores_optimizer_scheduler_and_scaler_without_the_installer_pa
 
 # ------------------------------------------------------------------ devices and precision
 def test_amp_on_cpu_trains_in_bfloat16(synthetic_root, trained_run, tmp_path, monkeypatch):
+    """The forward pass of each step runs under bfloat16 autocast (the backbone's features
+    are bfloat16), the weights stay float32, and the logged losses of the first step agree
+    with a float32 forward pass on the same batch, weights and sampling (bfloat16 keeps 8
+    bits of mantissa; see test_reliability.py's bound on the loss components)."""
+    import copy
+    import math
+
     from seg_project.engine import CellsTrainer, mixed_precision
 
     # As on a CPU with native bfloat16 (AVX512_BF16/AMX); tests/test_reliability.py covers
@@ -329,10 +337,47 @@ def test_amp_on_cpu_trains_in_bfloat16(synthetic_root, trained_run, tmp_path, mo
     trainer = CellsTrainer(cfg)
     assert trainer._trainer.autocast_dtype == torch.bfloat16
     trainer.resume_or_load(resume=False)  # loads the weights file this test suite saved
-    trainer.train()
+    model = trainer.model
+    start_weights = copy.deepcopy(model.state_dict())
+    steps, feature_dtypes = [], []
+
+    def keep_batch(module, args):
+        if module.training:
+            steps.append((copy.deepcopy(args[0]), torch.get_rng_state()))
+
+    def keep_dtypes(module, args, features):
+        if module.training:
+            feature_dtypes.append({t.dtype for t in features.values()})
+
+    hooks = [model.register_forward_pre_hook(keep_batch),
+             model.backbone.register_forward_hook(keep_dtypes)]
+    try:
+        trainer.train()
+    finally:
+        for hook in hooks:
+            hook.remove()
     assert evaluated_iterations(tmp_path) == [1]
     losses = [line["total_loss"] for line in read_metrics(tmp_path) if "total_loss" in line]
     assert losses and all(loss == loss and loss < 100 for loss in losses)  # finite
+    assert len(steps) == 2 and feature_dtypes == [{torch.bfloat16}] * 2
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    logged = {name: trainer.storage.history(name).values()[0]
+              for name in trainer.storage.histories() if name.startswith("loss_")}
+    assert all(iteration == 0 and math.isfinite(value) for value, iteration in logged.values())
+    # The same first step in float32: the weights before training, the same batch and the
+    # same random sampling of anchors and RoIs.
+    model.load_state_dict(start_weights)
+    batch, rng_state = steps[0]
+    torch.set_rng_state(rng_state)
+    with EventStorage(0), torch.no_grad():
+        full = {name: float(value) for name, value in model(batch).items()}
+    assert set(full) == set(logged)
+    for name, value in full.items():
+        share = 0.10 if name in ("loss_cls", "loss_box_reg") else 0.05
+        assert abs(logged[name][0] - value) <= share * abs(value) + 1e-3, (name, full, logged)
+    total = trainer.storage.history("total_loss").values()[0][0]
+    assert total == pytest.approx(sum(value for value, _ in logged.values()), rel=1e-5)
+    assert total == pytest.approx(sum(full.values()), rel=0.03)  # measured 0.9 %
 
 
 def test_two_processes_on_cpu(synthetic_root, tmp_path):
@@ -353,26 +398,125 @@ def test_same_seed_same_first_losses(synthetic_root, tmp_path):
 
 
 def test_eval_only_with_test_time_augmentation(synthetic_root, trained_run, tmp_path):
+    """The -TTA numbers are those of TTA's own results file (re-evaluated here), which holds
+    detections of other views than the plain one and relates to the plain results as merging
+    views must: the plain view (MIN_SIZE_TEST 64 is one of TEST.AUG.MIN_SIZES) is one of
+    TTA's views, so each image's best plain detection survives the merge or was suppressed by
+    a better one of its class overlapping it (IoU > NMS_THRESH_TEST 0.5)."""
+    import math
+    from collections import Counter
+
+    import pycocotools.mask as mask_util
+    from detectron2.data import MetadataCatalog
+    from pycocotools.coco import COCO
+
+    from seg_project.evaluation.predictions import evaluate_predictions
+
     result = run_train_net(train_args(synthetic_root, tmp_path, "--eval-only", **{
         "MODEL.WEIGHTS": trained_run / "model_final.pth", "TEST.AUG.ENABLED": True,
         "TEST.AUG.MIN_SIZES": (64, 80), "TEST.AUG.MAX_SIZE": 128}))
     assert {"bbox", "segm", "bbox-TTA", "segm-TTA"} <= set(result["cells_val"])
     assert "AP50" in result["cells_val"]["segm-TTA"]
+    metrics = result["cells_val"]
+    for task in ("bbox", "segm", "bbox-TTA", "segm-TTA"):
+        assert {"AP", "AP50", "AP75"} <= set(metrics[task])
+        assert all(math.isnan(v) or 0 <= v <= 100 for v in metrics[task].values()), task
+    metadata = MetadataCatalog.get("cells_val")
+    coco_gt = COCO(metadata.json_file)
+    val_ids = set(coco_gt.getImgIds())
+    assert len(val_ids) == 2
+    predictions = {}
+    for suffix, folder in (("", "inference"), ("-TTA", "inference_TTA")):
+        entries = json.loads((tmp_path / folder / "cells_val" /
+                              "coco_instances_results.json").read_text())
+        counts = Counter(e["image_id"] for e in entries)
+        assert set(counts) == val_ids and max(counts.values()) <= 100  # DETECTIONS_PER_IMAGE
+        recomputed = evaluate_predictions(coco_gt, entries, metadata.thing_classes,
+                                          high_cap=100, pathology_threshold=None)
+        for task in ("bbox", "segm"):
+            assert metrics[task + suffix] == pytest.approx(recomputed[task], nan_ok=True), task
+        predictions[suffix] = entries
+    plain, tta = predictions[""], predictions["-TTA"]
+    # Flipped and rescaled views add detections that the plain view does not have.
+    assert {e["score"] for e in tta} - {e["score"] for e in plain}
+    for image_id in val_ids:
+        best = max((e for e in plain if e["image_id"] == image_id), key=lambda e: e["score"])
+        rivals = [e for e in tta if e["image_id"] == image_id and e["score"] >= best["score"]
+                  - 1e-6 and e["category_id"] == best["category_id"]]
+        overlaps = mask_util.iou([e["bbox"] for e in rivals], [best["bbox"]], [0])
+        assert rivals and float(np.max(overlaps)) >= 0.5, (best, rivals)
+
+
+def _figure_axes(figures, ylabel: str, title: str = ""):
+    """The one axes among ``figures`` whose y label and title start with these."""
+    found = [ax for fig in figures for ax in fig.axes
+             if ax.get_ylabel().startswith(ylabel) and ax.get_title().startswith(title)]
+    assert len(found) == 1, (ylabel, title, [(ax.get_ylabel(), ax.get_title())
+                                             for fig in figures for ax in fig.axes])
+    return found[0]
+
+
+def _curve(run_dir: Path, key: str):
+    """``(iterations, values)`` of ``key`` in a run's metrics.json."""
+    rows = [line for line in read_metrics(run_dir) if key in line]
+    return [row["iteration"] for row in rows], [row[key] for row in rows]
 
 
 def test_curves_of_two_real_runs_with_and_without_scheduler(synthetic_root, trained_run,
-                                                            tmp_path):
+                                                            tmp_path, monkeypatch):
+    """The figures plot each run's logged values under its label, in its color: the total
+    loss and the learning rate per iteration, segm and bbox AP50 per epoch."""
+    from matplotlib.figure import Figure
+
     constant = tmp_path / "constant_lr"
     run_train_net(train_args(synthetic_root, constant, **{"SOLVER.STEP_FRACTIONS": "()"}))
     lrs = [line["lr"] for line in read_metrics(constant) if "lr" in line]
     assert len(set(lrs)) == 1  # no warmup, no steps: constant
     out = tmp_path / "curves"
+    figures = []
+    savefig = Figure.savefig
+
+    def keep_figure(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep_figure)
     assert load_tool("plot_curves").main([str(trained_run), str(constant), "--labels",
                                           "step LR", "constant LR", "--out", str(out)]) == 0
     for name in ("loss.png", "ap.png", "lr.png"):
         assert (out / name).stat().st_size > 10_000, name
     summary = (out / "summary.md").read_text()
     assert "step LR" in summary and "constant LR" in summary
+
+    runs = {"step LR": trained_run, "constant LR": constant}
+    assert _curve(trained_run, "lr")[1] == [0.01, 0.001]  # stepped down in the 2nd epoch
+    loss_ax = _figure_axes(figures, "total loss")
+    colors = {}
+    for line in loss_ax.get_lines():
+        if line.get_label() in runs:  # the bold curve (2 points: no smoothing)
+            name = line.get_label()
+            colors[name] = line.get_color()
+            its, losses = _curve(runs[name], "total_loss")
+            np.testing.assert_array_equal(line.get_xdata(), its)
+            np.testing.assert_allclose(line.get_ydata(), losses)
+    assert set(colors) == set(runs) and colors["step LR"] != colors["constant LR"]
+    lr_ax = _figure_axes(figures, "learning rate")
+    drawn = {line.get_label(): line for line in lr_ax.get_lines()}
+    for name, run in runs.items():
+        assert drawn[name].get_color() == colors[name]
+        points = set(zip(drawn[name].get_xdata().tolist(), drawn[name].get_ydata().tolist()))
+        assert set(zip(*_curve(run, "lr"))) <= points, name  # each logged rate is on its line
+    ap50_ax = _figure_axes(figures, "AP50", title="AP50")  # not the per-class panels
+    curves = {(line.get_color(), line.get_linestyle()): line for line in ap50_ax.get_lines()
+              if line.get_linestyle() != "None"}  # not the stars marking the best
+    assert len(curves) == 4
+    for name, run in runs.items():
+        for task, style in (("segm", "-"), ("bbox", "--")):
+            line = curves[(colors[name], style)]
+            its, values = _curve(run, f"{task}/AP50")
+            assert its == [1, 3]
+            np.testing.assert_array_equal(line.get_xdata(), [1, 2])  # epochs
+            np.testing.assert_allclose(line.get_ydata(), values)
 
 
 def test_native_scale_config_trains_on_crops_and_evaluates_in_tiles(synthetic_root, tmp_path):

@@ -5,6 +5,7 @@ crop decoder, atomic writes, and the tools end to end on a tiny course-layout da
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,6 +175,27 @@ def test_labels_add_text(metadata):
     labelled = vis.draw_predictions(image, _entries(), metadata, 0.0,
                                     S(labels=True, legend=False))
     assert np.any(plain != labelled)
+    # Each label ("class score%") starts at its instance's bottom-left corner: a dark box
+    # with text in the instance's class color. Nothing else changes.
+    changed = np.any(plain != labelled, axis=-1)
+    elsewhere = changed.copy()
+    palette = np.asarray(metadata.thing_colors, dtype=float)
+    for (x, y, s, c), entry in zip(SQUARES, _entries()):
+        text = f"{metadata.thing_classes[c - 1]} {entry['score'] * 100:.0f}%"
+        region = (slice(y + s - 3, y + s + 25), slice(x - 3, x + 10 * len(text)))
+        rows, cols = np.nonzero(changed[region])
+        assert len(rows), text
+        top, left = rows.min() + y + s - 3, cols.min() + x - 3
+        assert abs(top - (y + s)) <= 2 and abs(left - x) <= 2, (text, top, left)
+        assert cols.max() - cols.min() + 1 >= 4 * len(text) and rows.max() - rows.min() >= 8
+        pixels = labelled[region][changed[region]].astype(int)
+        assert (pixels.max(axis=1) < 60).mean() > 0.5, text  # the box behind the text
+        bright = Counter(tuple(p) for p in pixels if p.max() >= 150)
+        text_color = np.asarray(bright.most_common(1)[0][0])
+        nearest = np.argmin(np.linalg.norm(palette - text_color, axis=1))
+        assert nearest == c - 1, (text, text_color)
+        elsewhere[region] = False
+    assert not elsewhere.any()
 
 
 def test_unknown_category_names_the_source(metadata):
