@@ -36,8 +36,10 @@ from ..config import check_config, load_config, register_datasets_from_config, r
 from ..data.catalog import write_split_file
 from ..data.intensity import IntensityRule, read_intensity_rule_file, write_intensity_rule_file
 from ..data.stats import compute_intensity_rule
+from ..utils.atomic_files import remove_stale_temporaries
 from ..utils.device import resolve_device
 from ..utils.errors import ConfigError, DatasetError
+from ..utils.run_files import INTENSITY_RULE_FILE, LAST_CHECKPOINT_FILE, REPORT_FILE, SPLIT_FILE
 
 __all__ = [
     "RunPlan",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("seg_project")
+
+# What a run writes into its folder through temporary files (utils/atomic_files).
+RUN_FOLDER_WRITES = ("model_*.pth", LAST_CHECKPOINT_FILE, INTENSITY_RULE_FILE, SPLIT_FILE,
+                     REPORT_FILE)
 
 
 def _check_split_folder(name: str) -> None:
@@ -251,6 +257,11 @@ def start_run(plan: RunPlan, args):
     if plan.resume_from is not None:
         logger.info(f"Resuming from {plan.resume_from.path} (iteration "
                     f"{plan.resume_from.iteration})")
+        if comm.is_main_process():
+            stale = remove_stale_temporaries(cfg.OUTPUT_DIR, RUN_FOLDER_WRITES)
+            if stale:
+                logger.info(f"Removed {len(stale)} temporary file(s) that the interrupted run "
+                            f"left: {', '.join(p.name for p in stale)}")
     if comm.is_main_process():
         split_file = write_split_file(cfg.OUTPUT_DIR,
                                       list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))

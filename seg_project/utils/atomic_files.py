@@ -15,7 +15,8 @@ from typing import Callable, List, Sequence, Tuple
 
 from .errors import DatasetError
 
-__all__ = ["atomic_write", "atomic_write_many", "prepare_out_dir", "write_bytes", "write_text"]
+__all__ = ["atomic_write", "atomic_write_many", "prepare_out_dir", "remove_stale_temporaries",
+           "write_bytes", "write_text"]
 
 Writer = Callable[[str], None]
 
@@ -39,6 +40,33 @@ def prepare_out_dir(out_dir) -> Path:
     return out_dir
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temporaries(folder, names: Sequence[str]) -> List[Path]:
+    """Delete the temporary files that a killed writer left beside these targets.
+
+    A kill (SIGKILL, power loss) between creating a temporary file and renaming it over its
+    target leaves ``.<name>.<random>.tmp`` behind; the target itself is whole (old or new).
+    Call this only where no other process writes to ``folder`` (e.g. a run folder under its
+    lock, before resuming).
+
+    Args:
+        folder: the folder of the targets.
+        names: the targets' file names, or shell patterns of them (e.g. ``"model_*.pth"``).
+
+    Returns:
+        The deleted files.
+    """
+    removed = []
+    for name in names:
+        for temp in Path(folder).glob(f".{name}.*{_TEMP_SUFFIX}"):
+            if temp.is_file():
+                temp.unlink(missing_ok=True)
+                removed.append(temp)
+    return removed
+
+
 def _file_mode(path: Path) -> int:
     if path.exists():
         return path.stat().st_mode & 0o777
@@ -49,7 +77,7 @@ def _file_mode(path: Path) -> int:
 
 def _write_temp(path: Path, write: Writer) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
     os.close(fd)
     temp = Path(name)
     try:
