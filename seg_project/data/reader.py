@@ -7,7 +7,7 @@ in ``test_image_name_to_ids.json``.
 
 Conversion works per instance on its bounding box (``scipy.ndimage.find_objects``) and encodes
 masks with :mod:`seg_project.data.rle`; converted records are cached (see
-:mod:`seg_project.data.cache`) keyed on the source files' paths, sizes and mtimes.
+:mod:`seg_project.data.cache`), validated by a digest of the source files' names and bytes.
 """
 
 import hashlib
@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .cache import ConversionCache, folder_signature
+from .cache import ConversionCache, content_digest
 from .image_io import IMAGE_EXTENSIONS, DatasetError, read_image, read_image_size, read_mask
 from .rle import encode_crops
 
@@ -78,6 +78,12 @@ def _class_files(folder: Path, num_classes: int) -> Dict[int, Path]:
                                      f"{found[number].name} and {path.name}")
         found[number] = path
     return found
+
+
+def _source_files(folder: Path) -> List[Path]:
+    """The files a folder's record is made from: its TIFFs, sorted by name."""
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in (".tif", ".tiff") and path.is_file())
 
 
 def _instances_of_mask(mask: np.ndarray):
@@ -198,11 +204,11 @@ def load_annotated_split(
     records = []
     for folder in tqdm(folders, desc=f"Reading {split_dir.name}", unit="image",
                        disable=not progress):
-        signature = folder_signature(folder)
-        record = cache.get(folder.name, signature)
+        digest = content_digest(_source_files(folder))
+        record = cache.get(folder.name, digest)
         if record is None:
             record = read_annotated_folder(folder, num_classes)
-            cache.put(folder.name, signature, record)
+            cache.put(folder.name, digest, record)
         records.append(record)
     cache.save()
     ids = {}
