@@ -13,7 +13,12 @@ from detectron2.data import DatasetCatalog
 
 from seg_project.data.catalog import register_cells_splits
 from seg_project.data.image_io import DatasetError
-from seg_project.data.reader import load_annotated_split, load_test_images, summarize
+from seg_project.data.reader import (
+    load_annotated_split,
+    load_mapping,
+    load_test_images,
+    summarize,
+)
 
 H, W = 20, 30
 
@@ -201,6 +206,35 @@ def test_mapping_repeats_a_file_name(test_images):
     _write_mapping(mapping, entries + [dict(entries[0], id=3)])
     _assert_names(_error(load_test_images, folder, mapping), mapping,
                   "file name a.tif is repeated")
+
+
+@pytest.mark.parametrize("name", ["./a.tif", "sub/../a.tif", "a.tif/"])
+def test_mapping_names_one_file_twice(test_images, name):
+    folder, mapping, entries = test_images
+    _write_mapping(mapping, entries + [dict(entries[0], file_name=name, id=3)])
+    _assert_names(_error(load_test_images, folder, mapping), mapping,
+                  f"ids 1 and 3 name one file, a.tif ('a.tif' and {name!r})")
+
+
+@pytest.mark.parametrize("name", ["../outside.tif", "sub/../../outside.tif", "..", "ABSOLUTE"])
+def test_mapping_names_a_file_outside_the_image_folder(test_images, name):
+    folder, mapping, entries = test_images
+    tifffile.imwrite(folder.parent / "outside.tif", np.zeros((H, W), np.uint8))
+    if name == "ABSOLUTE":
+        name = str(folder.parent / "outside.tif")
+    _write_mapping(mapping, [dict(entries[0], file_name=name)] + entries[1:])
+    _assert_names(_error(load_test_images, folder, mapping), mapping,
+                  f"entry 0 (id 1): file_name {name!r} leaves the image folder")
+    with pytest.raises(DatasetError, match="leaves the image folder"):
+        load_mapping(mapping)  # whoever reads the mapping file (the submission checker too)
+
+
+def test_mapping_may_name_files_with_dots_inside_the_folder(test_images):
+    folder, mapping, entries = test_images
+    entries[0]["file_name"] = "./sub/../a.tif"
+    _write_mapping(mapping, entries)
+    records = load_test_images(folder, mapping)
+    assert [r["file_name"] for r in records] == [str(folder / "a.tif"), str(folder / "b.tif")]
 
 
 def test_mapping_lists_a_missing_file(test_images):
