@@ -6,14 +6,28 @@ Every fixture is a tiny folder written here with tifffile (no dependency on a ge
 import json
 import os
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
 from detectron2.data import DatasetCatalog
 
 from seg_project.data.catalog import register_cells_splits
-from seg_project.data.image_io import DatasetError
-from seg_project.data.reader import load_annotated_split, load_test_images, summarize
+from seg_project.data.image_io import (
+    DatasetError,
+    check_image,
+    read_array,
+    read_image,
+    read_image_size,
+    read_mask,
+)
+from seg_project.data.reader import (
+    load_annotated_split,
+    load_mapping,
+    load_test_images,
+    summarize,
+)
+from seg_project.utils.errors import ConfigError
 
 H, W = 20, 30
 
@@ -203,6 +217,35 @@ def test_mapping_repeats_a_file_name(test_images):
                   "file name a.tif is repeated")
 
 
+@pytest.mark.parametrize("name", ["./a.tif", "sub/../a.tif", "a.tif/"])
+def test_mapping_names_one_file_twice(test_images, name):
+    folder, mapping, entries = test_images
+    _write_mapping(mapping, entries + [dict(entries[0], file_name=name, id=3)])
+    _assert_names(_error(load_test_images, folder, mapping), mapping,
+                  f"ids 1 and 3 name one file, a.tif ('a.tif' and {name!r})")
+
+
+@pytest.mark.parametrize("name", ["../outside.tif", "sub/../../outside.tif", "..", "ABSOLUTE"])
+def test_mapping_names_a_file_outside_the_image_folder(test_images, name):
+    folder, mapping, entries = test_images
+    tifffile.imwrite(folder.parent / "outside.tif", np.zeros((H, W), np.uint8))
+    if name == "ABSOLUTE":
+        name = str(folder.parent / "outside.tif")
+    _write_mapping(mapping, [dict(entries[0], file_name=name)] + entries[1:])
+    _assert_names(_error(load_test_images, folder, mapping), mapping,
+                  f"entry 0 (id 1): file_name {name!r} leaves the image folder")
+    with pytest.raises(DatasetError, match="leaves the image folder"):
+        load_mapping(mapping)  # whoever reads the mapping file (the submission checker too)
+
+
+def test_mapping_may_name_files_with_dots_inside_the_folder(test_images):
+    folder, mapping, entries = test_images
+    entries[0]["file_name"] = "./sub/../a.tif"
+    _write_mapping(mapping, entries)
+    records = load_test_images(folder, mapping)
+    assert [r["file_name"] for r in records] == [str(folder / "a.tif"), str(folder / "b.tif")]
+
+
 def test_mapping_lists_a_missing_file(test_images):
     folder, mapping, entries = test_images
     _write_mapping(mapping, entries + [{"file_name": "c.tif", "id": 3, "height": 5,
@@ -269,3 +312,96 @@ def test_images_without_instances_are_kept_and_reported(train):
     assert summary["empty_images"] == ["all-zero", "no-class-file"]
     assert summary["images"] == 3 and summary["instances_per_class"]["class1"] == 2
     assert summary["instances_per_image"] == {"min": 0, "median": 0.0, "max": 2}
+
+
+# -- pixel limit and colour modes -----------------------------------------------------------
+
+
+def forged_tiff(path, height: int, width: int):
+    """A 200-byte RGB TIFF whose header declares ``height`` x ``width`` pixels."""
+    tifffile.imwrite(path, np.zeros((1, 1, 3), np.uint8), photometric="rgb", metadata=None)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tags = tif.pages[0].tags
+        tags["ImageWidth"].overwrite(width)
+        tags["ImageLength"].overwrite(height)
+        tags["RowsPerStrip"].overwrite(height)
+    return path
+
+
+@pytest.fixture
+def no_pixels_decoded(monkeypatch):
+    """Fail any decoding of a TIFF's pixels (a refusal must come from the header alone)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", refuse)
+
+
+def test_a_header_declaring_40000_by_40000_pixels_is_refused_before_decoding(
+        train, no_pixels_decoded):
+    folder = _write_folder(train / "a", {})
+    forged_tiff(folder / "image.tif", 40000, 40000)
+    for read in (read_image, read_mask, read_image_size, check_image):
+        _assert_names(_error(read, folder / "image.tif"), folder / "image.tif",
+                      "declares 1,600,000,000 pixels", "limit of 268,435,456",
+                      "SEG_PROJECT_MAX_PIXELS")
+    _assert_names(_load_error(train), folder / "image.tif", "declares 1,600,000,000 pixels")
+
+
+def test_the_pixel_limit_is_a_setting(train, tmp_path, monkeypatch):
+    folder = _write_folder(train / "a")  # 20 x 30 = 600 pixels
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((H, W, 3), np.uint8))
+    monkeypatch.setenv("SEG_PROJECT_MAX_PIXELS", "600")
+    assert read_image(folder / "image.tif").shape == (H, W, 3)
+    monkeypatch.setenv("SEG_PROJECT_MAX_PIXELS", "599")
+    for path in (folder / "image.tif", folder / "class1.tif", tmp_path / "b.png"):
+        _assert_names(_error(read_array, path), path, "declares 600 pixels", "limit of 599")
+        _assert_names(_error(read_image_size, path), path, "declares 600 pixels")
+    monkeypatch.setenv("SEG_PROJECT_MAX_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="SEG_PROJECT_MAX_PIXELS: must be a positive number"):
+        read_image(folder / "image.tif")
+
+
+def test_many_samples_per_pixel_count_towards_the_limit(tmp_path, monkeypatch):
+    path = tmp_path / "stack.tif"  # 4 x 5 pixels of 40 samples: as much memory as 200 pixels
+    tifffile.imwrite(path, np.zeros((4, 5, 40), np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    monkeypatch.setenv("SEG_PROJECT_MAX_PIXELS", "100")
+    _assert_names(_error(read_array, path), path, "declares 200 pixels", "limit of 100")
+
+
+def test_cmyk_and_other_colour_modes_are_refused_naming_the_file(train, tmp_path):
+    folder = _write_folder(train / "a")
+    tifffile.imwrite(folder / "image.tif", np.zeros((H, W, 4), np.uint8),
+                     photometric="separated")
+    _assert_names(_error(read_image, folder / "image.tif"), folder / "image.tif",
+                  "CMYK TIFF", "convert the image to RGB first")
+    _assert_names(_load_error(train), folder / "image.tif", "CMYK TIFF")
+    lab = tmp_path / "lab.tif"
+    tifffile.imwrite(lab, np.zeros((H, W, 3), np.uint8), photometric="cielab")
+    _assert_names(_error(check_image, lab), lab, "CIELAB TIFF", "not supported")
+
+
+def test_a_palette_image_is_read_through_its_colour_map_a_palette_mask_by_its_indices(
+        tmp_path):
+    indices = np.zeros((H, W), np.uint8)
+    indices[2:6, 3:8] = 1
+    indices[10:15, 12:20] = 2
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[:, 1] = [255 * 257, 0, 0]  # 16-bit entries, as TIFF stores them
+    colormap[:, 2] = [0, 128 * 256, 255 * 256]  # some programs scale by 256
+    path = tmp_path / "palette.tif"
+    tifffile.imwrite(path, indices, photometric="palette", colormap=colormap)
+    image = read_image(path)
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+    assert (image[3, 4] == [255, 0, 0]).all() and (image[12, 15] == [0, 128, 255]).all()
+    assert (image[0, 0] == 0).all()
+    assert check_image(path) == (H, W)
+    assert np.array_equal(read_mask(path), indices)  # a mask's indices are its instance ids
+
+
+def test_a_pixel_type_no_image_has_is_refused(tmp_path):
+    path = tmp_path / "complex.tif"
+    tifffile.imwrite(path, np.zeros((H, W), np.complex64))
+    _assert_names(_error(check_image, path), path, "unsupported pixel type complex64")

@@ -105,7 +105,8 @@ def test_plain_files_get_ids_from_sorted_names_and_tta_runs(synthetic_root, trai
     assert {e["score"] for e in entries} - {e["score"] for e in plain}
 
 
-@pytest.mark.parametrize("problem", ["missing file", "wrong size"])
+@pytest.mark.parametrize("problem", ["missing file", "wrong size", "outside the folder",
+                                     "absolute path", "one file twice"])
 def test_bad_mapping_fails_before_inference_and_writes_nothing(
         synthetic_root, trained_run, tmp_path, capsys, problem):
     images = tmp_path / "test_release"
@@ -114,20 +115,33 @@ def test_bad_mapping_fails_before_inference_and_writes_nothing(
     for entry in mapping:
         (images / entry["file_name"]).write_bytes(
             (synthetic_root / "test_release" / entry["file_name"]).read_bytes())
-    if problem == "missing file":
-        (images / mapping[0]["file_name"]).unlink()
-        expected = "the file is missing"
-    else:
-        mapping[0]["height"] += 1
-        expected = "but test_image_name_to_ids.json says"
     id_map = tmp_path / "test_image_name_to_ids.json"
+    first = mapping[0]["file_name"]
+    if problem == "missing file":
+        (images / first).unlink()
+        expected = ["the file is missing", first]
+    elif problem == "wrong size":
+        mapping[0]["height"] += 1
+        expected = ["but test_image_name_to_ids.json says", first]
+    elif problem in ("outside the folder", "absolute path"):
+        # an image beside the folder, with the listed size: only its name is wrong
+        (images / first).rename(tmp_path / "outside.tif")
+        name = "../outside.tif" if problem == "outside the folder" else str(
+            tmp_path / "outside.tif")
+        mapping[0]["file_name"] = name
+        expected = [f"{id_map}: entry 0 (id {mapping[0]['id']}): file_name {name!r} leaves "
+                    "the image folder"]
+    else:
+        mapping.append(dict(mapping[0], file_name=f"./{first}", id=99))
+        expected = [f"{id_map}: ids {mapping[0]['id']} and 99 name one file, {first}"]
     id_map.write_text(json.dumps(mapping))
     out = tmp_path / "out"
     argv = predict_argv(synthetic_root, trained_run, out, "--images", str(images),
                         "--id-map", str(id_map))
     assert predict_tool.main(argv) == 2
     err = capsys.readouterr().err
-    assert expected in err and mapping[0]["file_name"] in err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert all(part in err for part in expected), err
     assert not out.exists()
 
 

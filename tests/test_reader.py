@@ -2,7 +2,9 @@
 the test-image mapping, the conversion cache, image formats and the train/val split."""
 
 import json
+import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -285,12 +287,8 @@ def test_warm_load_comes_from_the_cache(tmp_path, monkeypatch):
     assert [len(r["annotations"]) for r in cold] == [5, 4]
 
 
-def test_a_touched_or_changed_file_is_read_again(tmp_path, monkeypatch):
-    train = tmp_path / "train"
-    _write_folder(train / "a", {1: 3})
-    _write_folder(train / "b", {1: 2})
-    cache = tmp_path / "cache"
-    load_annotated_split(train, 4, cache_dir=cache)
+def _counting_conversions(monkeypatch) -> list:
+    """Patch the reader so that each conversion appends its folder's name to the list."""
     converted = []
     real = reader.read_annotated_folder
 
@@ -299,16 +297,86 @@ def test_a_touched_or_changed_file_is_read_again(tmp_path, monkeypatch):
         return real(folder, *args, **kwargs)
 
     monkeypatch.setattr(reader, "read_annotated_folder", counting)
+    return converted
+
+
+def test_a_changed_file_is_read_again_a_touched_one_is_not(tmp_path, monkeypatch):
+    train = tmp_path / "train"
+    _write_folder(train / "a", {1: 3})
+    _write_folder(train / "b", {1: 2})
+    cache = tmp_path / "cache"
+    load_annotated_split(train, 4, cache_dir=cache)
+    converted = _counting_conversions(monkeypatch)
     mask_file = train / "b" / "class1.tif"
     later = mask_file.stat().st_mtime_ns + 5_000_000_000
-    os.utime(mask_file, ns=(later, later))
+    os.utime(mask_file, ns=(later, later))  # the same bytes: the cache is still valid
     load_annotated_split(train, 4, cache_dir=cache)
-    assert converted == ["b"]
+    assert converted == []
 
     _write_folder(train / "a", {1: 6})  # new content
     records = load_annotated_split(train, 4, cache_dir=cache)
-    assert converted == ["b", "a"]
+    assert converted == ["a"]
     assert [len(r["annotations"]) for r in records] == [6, 2]
+
+    (train / "b" / "class1.tif").rename(train / "b" / "class2.tif")  # same bytes, new name
+    records = load_annotated_split(train, 4, cache_dir=cache)
+    assert converted == ["a", "b"]
+    assert [a["category_id"] for a in records[1]["annotations"]] == [1, 1]
+
+
+def test_a_mask_edited_in_place_with_its_size_and_mtime_is_never_served_stale(tmp_path,
+                                                                             monkeypatch):
+    train = tmp_path / "train"
+    _write_folder(train / "a", {1: 4})
+    cache = tmp_path / "cache"
+    (record,) = load_annotated_split(train, 4, cache_dir=cache)
+    assert len(record["annotations"]) == 4
+    mask_file = train / "a" / "class1.tif"
+    stat = mask_file.stat()
+    mask = tifffile.imread(mask_file)
+    mask[mask == 4] = 3  # instance 4 merged into 3: same dtype and shape, so the same size
+    tifffile.imwrite(mask_file, mask)
+    os.utime(mask_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (mask_file.stat().st_size, mask_file.stat().st_mtime_ns) == (stat.st_size,
+                                                                        stat.st_mtime_ns)
+    converted = _counting_conversions(monkeypatch)
+    (record,) = load_annotated_split(train, 4, cache_dir=cache)
+    assert converted == ["a"]
+    assert len(record["annotations"]) == 3
+
+
+def _planted_pickle(marker: Path) -> bytes:
+    """A pickle that creates ``marker`` when it is loaded."""
+
+    class Plant:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    return pickle.dumps(Plant())
+
+
+def test_a_planted_pickle_or_garbage_in_the_cache_is_ignored_and_never_run(tmp_path, caplog):
+    train = tmp_path / "train"
+    _write_folder(train / "a", {1: 3})
+    cache = tmp_path / "cache"
+    (expected,) = load_annotated_split(train, 4, cache_dir=cache)
+    (cache_file,) = cache.iterdir()
+    assert cache_file.suffix == ".json"
+    marker = tmp_path / "marker"
+    legacy = cache_file.with_suffix(".pkl")
+    for content in (_planted_pickle(marker), b"\x00garbage", b'{"format": "other"}',
+                    b"[1, 2]"):
+        cache_file.write_bytes(content)
+        legacy.write_bytes(_planted_pickle(marker))  # the name caches had before: never opened
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seg_project.data.cache"):
+            (record,) = load_annotated_split(train, 4, cache_dir=cache)
+        assert record == expected
+        assert not marker.exists()
+        messages = [r.getMessage() for r in caplog.records]
+        assert any(str(cache_file) in m and "Ignoring" in m for m in messages), messages
+        assert any(str(legacy) in m and "never loaded" in m for m in messages), messages
+        assert json.loads(cache_file.read_text())["entries"]["a"]["record"] == expected
 
 
 def test_cache_lives_in_its_folder_and_the_dataset_is_not_written(tmp_path, monkeypatch):
@@ -322,10 +390,10 @@ def test_cache_lives_in_its_folder_and_the_dataset_is_not_written(tmp_path, monk
     assert load_annotated_split(HW3 / "train", 4, cache_dir=cache) == first
     assert _snapshot(HW3) == before
     files = list(cache.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".pkl"
+    assert len(files) == 1 and files[0].suffix == ".json"
     assert not env_cache.exists()  # an explicit cache_dir wins over the environment
     load_annotated_split(HW3 / "train", 4)
-    assert [p.suffix for p in env_cache.iterdir()] == [".pkl"]
+    assert [p.suffix for p in env_cache.iterdir()] == [".json"]
     assert _snapshot(HW3) == before
 
 

@@ -327,6 +327,145 @@ def test_unreadable_submissions_raise_dataset_errors(tmp_path, mapping_file):
         check_submission([], mapping_file, 0)
 
 
+# ------------------------------------------------- large and hostile submission files
+
+
+def _varied(entries, copies: int):
+    """``copies`` variants of ``entries``, with problems and warnings of every kind spread
+    over them (so that they cross chunk and read-buffer boundaries)."""
+    out = []
+    for k in range(copies):
+        for entry in copy.deepcopy(entries):
+            if k % 5 == 1:
+                entry["score"] = 7.5
+            elif k % 5 == 2:
+                entry["segmentation"]["counts"] = entry["segmentation"]["counts"][:-1]
+            elif k % 5 == 3:
+                entry["bbox"] = [0.0, 0.0, 149.0, 119.0] if entry["image_id"] == 1 else [
+                    0.0, 0.0, -1.0, 2.0]
+            out.append(entry)
+    out.insert(3, ["not", "an", "entry"])
+    out.insert(7, {"image_id": 99, "bbox": [0, 0, 1, 1], "score": 0.5, "category_id": 1,
+                   "segmentation": {"size": [3, 3], "counts": "9"}})
+    return out
+
+
+def test_a_file_is_checked_in_chunks_as_it_is_read_with_the_same_report(entries, tmp_path,
+                                                                         monkeypatch):
+    from seg_project.submission import check as check_module
+    from seg_project.submission import file as file_module
+
+    varied = _varied(entries, 13)
+    whole = _check(varied)
+    assert whole.errors and whole.warnings and whole.num_entries == len(varied)
+    path = tmp_path / "test-results.json"
+    path.write_text(" \n" + json.dumps(varied, indent=1) + "\n")  # whitespace everywhere
+    monkeypatch.setattr(check_module, "_CHUNK_ENTRIES", 3)
+    monkeypatch.setattr(file_module, "_READ_BYTES", 7)  # numbers cut at buffer ends
+    for source in (varied, path):
+        report = check_submission(source, MAPPING, NUM_CLASSES)
+        assert (report.errors, report.warnings, report.entries_per_image,
+                report.entries_per_class, report.bbox_format, report.bbox_format_note,
+                report.num_entries) == (whole.errors, whole.warnings, whole.entries_per_image,
+                                        whole.entries_per_class, whole.bbox_format,
+                                        whole.bbox_format_note, whole.num_entries)
+    path.write_text("[1.5, 2e3, -0, \"x\"]")
+    assert check_submission(path, MAPPING, NUM_CLASSES).num_entries == 4
+
+
+def test_checking_a_file_holds_one_chunk_of_entries_in_memory(entries, tmp_path, monkeypatch):
+    import tracemalloc
+
+    from seg_project.submission import check as check_module
+
+    path = tmp_path / "test-results.json"
+    noted = [dict(entry, note="n" * 1000) for entry in entries]  # as long as a large mask's RLE
+    path.write_text(json.dumps(noted * 4000))  # 16,000 entries, 18 MB
+    monkeypatch.setattr(check_module, "_CHUNK_ENTRIES", 500)
+    peaks = []
+    for work in (lambda: json.loads(path.read_bytes()),
+                 lambda: check_submission(path, MAPPING, NUM_CLASSES)):
+        tracemalloc.start()
+        work()
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    whole, checked = peaks
+    assert checked < whole / 4, (checked, whole)  # entries as Python objects: 500 at a time
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('[{"image_id": 1}', "the list is not closed"),
+    ('[{"image_id": 1} {"image_id": 2}]', "expected , or ]"),
+    ('[{"image_id": 1}] [', "extra data after the list"),
+    ('[{"image_id": 1,]', "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("   ", "submission file is empty"),
+    ("@", "unexpected '@'"),
+])
+def test_broken_json_is_one_dataset_error(tmp_path, mapping_file, text, problem):
+    path = tmp_path / "test-results.json"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=re.escape(problem)):
+        check_submission(path, mapping_file, NUM_CLASSES)
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_zip_with_more_than_one_json_is_an_error(tmp_path, entries, mapping_file):
+    data = json.dumps(entries)
+    path = _zip(tmp_path / "two.zip", {"test-results.json": data, "old/results.json": data})
+    for read in (lambda p: check_submission(p, mapping_file, NUM_CLASSES), load_submission):
+        with pytest.raises(DatasetError, match=r"two\.zip: zip holds 2 JSON files "
+                                               r"\(test-results\.json, old/results\.json\)"):
+            read(path)
+    with_notes = _zip(tmp_path / "notes.zip", {"test-results.json": data, "README.txt": "hi"})
+    assert check_submission(with_notes, mapping_file, NUM_CLASSES).ok
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path, mapping_file, monkeypatch):
+    from seg_project.submission import file as file_module
+
+    bomb = _zip(tmp_path / "bomb.zip", {"test-results.json": "[" + " " * 4_000_000 + "]"})
+    big = _zip(tmp_path / "big.zip", {"test-results.json": json.dumps(
+        [{"image_id": i} for i in range(200)])})
+    (info,) = zipfile.ZipFile(bomb).infolist()
+    assert info.compress_size < 40_000  # 4 MB of spaces deflate about a thousand times
+
+    def no_inflating(*args, **kwargs):
+        raise AssertionError("the member was inflated")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", no_inflating)
+    for read in (lambda p: check_submission(p, mapping_file, NUM_CLASSES), load_submission):
+        with pytest.raises(DatasetError, match=r"bomb\.zip: test-results\.json inflates "
+                                               r"[\d,]+ bytes to 4,000,002, more than 100 times"):
+            read(bomb)
+    monkeypatch.setattr(file_module, "MAX_UNZIPPED_BYTES", 1000)
+    with pytest.raises(DatasetError, match=r"declares [\d,]+ bytes uncompressed, more than "
+                                           r"the limit of 1,000"):
+        load_submission(big)
+
+
+def test_a_zip_member_inflating_beyond_its_declared_size_is_unreadable(tmp_path, entries,
+                                                                       mapping_file):
+    data = json.dumps(entries).encode()
+    path = _zip(tmp_path / "lying.zip", {"test-results.json": data})
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local, central
+        at = raw.index(signature) + offset
+        assert int.from_bytes(raw[at:at + 4], "little") == len(data)
+        raw[at:at + 4] = (10).to_bytes(4, "little")  # declares 10 bytes
+    path.write_bytes(bytes(raw))
+    for read in (lambda p: check_submission(p, mapping_file, NUM_CLASSES), load_submission):
+        with pytest.raises(DatasetError, match=r"lying\.zip: (not a readable zip file|"
+                                               r"not valid JSON)"):
+            read(path)
+
+
 # --------------------------------------------------------------------- RLE counts check
 
 

@@ -8,8 +8,10 @@ Examples:
         --out output/submission --zip
     python tools/predict.py --config-file ... --weights ... --images a.tif b.tif --out preds
 
-Inputs, the output folder and the weights are checked before any inference; bad ones stop it
-with ``error: <file or key>: <problem>`` and exit status 2.
+Inputs (every image read once: readable, within the pixel limit, a supported shape, channels
+and colour mode), the output folder and the weights are checked before any inference; bad ones
+stop it with ``error: <file or key>: <problem>`` and exit status 2. Outputs are moved into
+``--out`` only when all are written: an error or a Ctrl-C (exit status 130) leaves it as it was.
 """
 
 import argparse
@@ -59,7 +61,12 @@ def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     # Detectron2 and torch load after the command line is read (--help answers at once).
     from seg_project.config import load_config, register_datasets_from_config
-    from seg_project.inference.predict import check_outputs, resolve_inputs, run_prediction
+    from seg_project.inference.predict import (
+        check_images,
+        check_outputs,
+        resolve_inputs,
+        run_prediction,
+    )
     from seg_project.inference.predictor import Predictor
 
     cfg = load_config(args.config_file, args.opts)
@@ -68,6 +75,7 @@ def _main(argv) -> int:
     job = resolve_inputs(args.images, args.id_map)
     check_outputs(args.out, args.zip, args.overwrite, formats,
                   [path for _, path, _, _ in job.images])
+    check_images(job)
     print(f"{len(job.images)} images; ids from {job.id_source}")
     predictor = Predictor(cfg, weights=args.weights, device=args.device, tta=args.tta,
                           score_threshold=args.score_threshold,

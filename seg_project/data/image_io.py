@@ -30,22 +30,39 @@ cannot open float TIFFs at all.)
 
 Masks are single-channel arrays of whole, non-negative instance ids (0 = background) of any
 integer or float dtype; they are returned as ``int32`` (``int64`` if the ids need it).
+
+TIFF colour modes: gray, RGB(A) and JPEG-compressed YCbCr (decoded to RGB) are read as above.
+A palette TIFF's image is converted to RGB through its colour map, exactly (a note is logged
+once per process); a palette mask's indices are its ids. CMYK and the other colour modes
+(CIELAB, ...) are refused, naming the file: their conversion to RGB needs a colour profile,
+which the project does not apply; convert such files to RGB first.
+
+Size: an image or mask of more than :func:`max_pixels` pixels (``$SEG_PROJECT_MAX_PIXELS``,
+default :data:`DEFAULT_MAX_PIXELS`) is refused from its header, before any memory is
+allocated for it.
 """
 
 import logging
+import math
+import os
+import warnings
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..utils.errors import DatasetError
+from ..utils.errors import ConfigError, DatasetError, UserInputError
 from ..utils.paths import require_file
 from .intensity import IntensityRule, finite_float32, fixed_mapping, rule_of_values
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "DatasetError",
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "check_image",
     "color_channels",
+    "max_pixels",
     "read_array",
     "read_image",
     "read_mask",
@@ -61,39 +78,147 @@ _WARNED_ALONE: list = []
 # Files that the image reader accepts (TIFF through tifffile, the others through OpenCV).
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
+# The environment variable that sets the pixel limit of one image (see max_pixels).
+MAX_PIXELS_ENV = "SEG_PROJECT_MAX_PIXELS"
+# The default limit: 2**28 pixels (e.g. 16,384 x 16,384; 1 GiB as RGBA uint8), 268 times a
+# course image (about 1,000 x 1,000), far below what a forged header can declare.
+DEFAULT_MAX_PIXELS = 1 << 28
+# Set once a palette image was converted through its colour map (noted once per process).
+_NOTED_PALETTE: list = []
 
 
-def read_array(path) -> np.ndarray:
-    """Read the first image of a TIFF (or PNG/JPEG/BMP) file as stored.
+def max_pixels() -> int:
+    """The most pixels (height x width x pages) one image or mask may have:
+    ``$SEG_PROJECT_MAX_PIXELS`` (e.g. ``1e9``), else :data:`DEFAULT_MAX_PIXELS`.
+
+    Raises:
+        ConfigError: the variable is set to something else than a positive number.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise ConfigError(MAX_PIXELS_ENV, f"must be a positive number of pixels, got {text!r}")
+    return int(value)
+
+
+def _check_pixels(path: Path, shape: Sequence[int], samples: int = 1) -> None:
+    """Refuse, before allocating it, an array of ``shape`` holding ``samples`` values per pixel
+    (a pixel counts up to 4 samples: more are counted as further pixels)."""
+    pixels = math.prod(int(n) for n in shape) // max(1, min(int(samples), 4))
+    limit = max_pixels()
+    if pixels > limit:
+        raise DatasetError(path, f"declares {pixels:,} pixels (shape {tuple(shape)}), more "
+                                 f"than the limit of {limit:,} ({MAX_PIXELS_ENV} sets it)")
+
+
+def _check_tiff_pixels(path: Path, series) -> None:
+    _check_pixels(path, series.shape, series.keyframe.samplesperpixel)
+
+
+def _palette_to_rgb(path: Path, indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """``HxWx3 uint8`` colours of palette ``indices`` (TIFF colour maps are 16-bit; 8-bit ones,
+    written by some programs, are used as they are)."""
+    colormap = np.asarray(colormap)
+    if colormap.ndim != 2 or colormap.shape[0] != 3:
+        raise DatasetError(path, f"palette TIFF with an unreadable colour map (shape "
+                                 f"{colormap.shape})")
+    if indices.size and int(indices.max()) >= colormap.shape[1]:
+        raise DatasetError(path, f"palette TIFF: index {int(indices.max())} beyond its colour "
+                                 f"map of {colormap.shape[1]} colours")
+    if colormap.max() > 255:
+        colormap = colormap >> 8  # exact for maps written as v * 257 and as v * 256
+    if not _NOTED_PALETTE:
+        _NOTED_PALETTE.append(path)
+        logger.warning(f"{path}: palette TIFF: its colours are taken from its colour map "
+                       "(noted once: other palette images are converted alike)")
+    return np.ascontiguousarray(colormap.astype(np.uint8).T[indices])
+
+
+def _tiff_colours(path: Path, array: np.ndarray, page) -> np.ndarray:
+    """The colours of an image read from a TIFF page, by its colour mode (photometric)."""
+    import tifffile
+
+    mode = tifffile.PHOTOMETRIC
+    photometric = page.photometric
+    if photometric == mode.PALETTE:
+        return _palette_to_rgb(path, array, page.colormap)
+    jpeg = page.compression in (tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.OJPEG)
+    if photometric in (mode.MINISBLACK, mode.MINISWHITE, mode.RGB) or (
+            photometric == mode.YCBCR and jpeg):  # tifffile decodes JPEG's YCbCr to RGB
+        return array
+    name = "CMYK" if photometric == mode.SEPARATED else getattr(photometric, "name", photometric)
+    raise DatasetError(path, f"{name} TIFF: this colour mode is not supported (its conversion "
+                             "to RGB needs a colour profile); convert the image to RGB first")
+
+
+def _read_tiff(path: Path, colours: bool) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages or not tif.series:
+                raise DatasetError(path, "TIFF holds no image")
+            series = tif.series[0]
+            _check_tiff_pixels(path, series)
+            array = series.asarray()
+            if series.axes.endswith("SYX"):  # planar samples -> HxWxS
+                array = np.moveaxis(array, -3, -1)
+            return _tiff_colours(path, array, series.keyframe) if colours else array
+    except UserInputError:  # the file's own problem, or the pixel limit's setting
+        raise
+    except Exception as e:  # tifffile raises many types for broken files
+        detail = f"{type(e).__name__}: {e}"
+        if "imagecodecs" in str(e):
+            detail += " (install the imagecodecs package to decode compressed TIFFs)"
+        raise DatasetError(path, f"cannot read TIFF (corrupt or not a TIFF): {detail}") from e
+
+
+def _header_shape(path: Path) -> Tuple[int, ...]:
+    """``(height, width, bands)`` of a PNG/JPEG/BMP from its header (Pillow reads no pixels)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.height, image.width, len(image.getbands())
+    except Image.DecompressionBombError as e:
+        raise DatasetError(path, f"declares more pixels than Pillow's decompression-bomb limit "
+                                 f"({e})") from e
+    except Exception as e:  # Pillow raises many types for broken files
+        raise DatasetError(path, f"cannot read image (corrupt or unsupported format): "
+                                 f"{type(e).__name__}: {e}") from e
+
+
+def read_array(path, colours: bool = False) -> np.ndarray:
+    """Read the first image of a TIFF (or PNG/JPEG/BMP) file.
 
     For a TIFF this is its first series, whole: a multi-page stack comes back with all its
     pages (so a mask stored as several pages is seen, not silently cut to its first page),
     and planar (separate) color samples come back channels-last, like contiguous ones.
+    Its header is checked against :func:`max_pixels` first.
+
+    Args:
+        path: the file.
+        colours: read an image's colours (palette TIFFs through their colour map; CMYK and
+            other colour modes refused, see the module docstring). False: the values as
+            stored (a mask's ids, a palette's indices).
 
     Raises:
-        DatasetError: the file is missing, empty, corrupt, or not a readable image.
+        DatasetError: the file is missing, empty, corrupt, not a readable image, larger than
+            the pixel limit, or (``colours``) in an unsupported colour mode.
     """
-    import tifffile
-
     path = Path(path)
     require_file(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
-        try:
-            with tifffile.TiffFile(path) as tif:
-                if not tif.pages or not tif.series:
-                    raise DatasetError(path, "TIFF holds no image")
-                series = tif.series[0]
-                array = series.asarray()
-            if series.axes.endswith("SYX"):  # planar samples -> HxWxS
-                array = np.moveaxis(array, -3, -1)
-            return array
-        except DatasetError:
-            raise
-        except Exception as e:  # tifffile raises many types for broken files
-            detail = f"{type(e).__name__}: {e}"
-            if "imagecodecs" in str(e):
-                detail += " (install the imagecodecs package to decode compressed TIFFs)"
-            raise DatasetError(path, f"cannot read TIFF (corrupt or not a TIFF): {detail}") from e
+        return _read_tiff(path, colours)
+    height, width, bands = _header_shape(path)
+    _check_pixels(path, (height, width, bands), bands)
     import cv2
 
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -105,23 +230,45 @@ def read_array(path) -> np.ndarray:
 
 
 def read_image_size(path) -> Tuple[int, int]:
-    """Return ``(height, width)`` of an image file, reading only the TIFF header if it can.
+    """Return ``(height, width)`` of an image file from its header (checked against
+    :func:`max_pixels`).
 
     Raises:
-        DatasetError: the file is missing or unreadable.
+        DatasetError: the file is missing, unreadable or larger than the pixel limit.
     """
     import tifffile
 
     path = Path(path)
     require_file(path)
-    if path.suffix.lower() in _TIFF_EXTENSIONS:
-        try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.imagelength), int(page.imagewidth)
-        except Exception as e:
-            raise DatasetError(path, f"cannot read TIFF (corrupt or not a TIFF): {e}") from e
-    return tuple(read_array(path).shape[:2])
+    if path.suffix.lower() not in _TIFF_EXTENSIONS:
+        height, width, bands = _header_shape(path)
+        _check_pixels(path, (height, width, bands), bands)
+        return height, width
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages or not tif.series:
+                raise DatasetError(path, "TIFF holds no image")
+            _check_tiff_pixels(path, tif.series[0])
+            page = tif.pages[0]
+            return int(page.imagelength), int(page.imagewidth)
+    except UserInputError:  # the file's own problem, or the pixel limit's setting
+        raise
+    except Exception as e:
+        raise DatasetError(path, f"cannot read TIFF (corrupt or not a TIFF): {e}") from e
+
+
+def check_image(path) -> Tuple[int, int]:
+    """Read an image file as :func:`read_image` will, short of mapping its values to ``uint8``:
+    the pre-pass that proves it readable (decoded whole), within the pixel limit, of a
+    supported shape, number of channels, colour mode and pixel type.
+
+    Returns:
+        tuple: ``(height, width)``.
+
+    Raises:
+        DatasetError: naming the file and the problem.
+    """
+    return tuple(color_channels(read_array(path, colours=True), path).shape[:2])
 
 
 def color_channels(array: np.ndarray, path="<array>") -> np.ndarray:
@@ -139,6 +286,9 @@ def color_channels(array: np.ndarray, path="<array>") -> np.ndarray:
                                  "or HxWx4)")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DatasetError(path, f"image has no pixels (shape {array.shape})")
+    if array.dtype.kind not in "biuf":
+        raise DatasetError(path, f"unsupported pixel type {array.dtype} (expected integers, "
+                                 "floats or booleans)")
     return array
 
 
@@ -189,7 +339,7 @@ def read_image(path, rule: Optional[IntensityRule] = None) -> np.ndarray:
     Raises:
         DatasetError: missing, empty, corrupt or unsupported file.
     """
-    return to_rgb_uint8(read_array(path), path, rule)
+    return to_rgb_uint8(read_array(path, colours=True), path, rule)
 
 
 def stored_dtype(path: Path) -> Optional[np.dtype]:

@@ -7,12 +7,13 @@ in ``test_image_name_to_ids.json``.
 
 Conversion works per instance on its bounding box (``scipy.ndimage.find_objects``) and encodes
 masks with :mod:`seg_project.data.rle`; converted records are cached (see
-:mod:`seg_project.data.cache`) keyed on the source files' paths, sizes and mtimes.
+:mod:`seg_project.data.cache`), validated by a digest of the source files' names and bytes.
 """
 
 import hashlib
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -20,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .cache import ConversionCache, folder_signature
+from .cache import ConversionCache, content_digest
 from .image_io import IMAGE_EXTENSIONS, DatasetError, read_image, read_image_size, read_mask
 from .rle import encode_crops
 
@@ -30,6 +31,7 @@ __all__ = [
     "stable_image_id",
     "read_annotated_folder",
     "load_annotated_split",
+    "folder_relative_name",
     "load_mapping",
     "read_json",
     "load_test_images",
@@ -78,6 +80,12 @@ def _class_files(folder: Path, num_classes: int) -> Dict[int, Path]:
                                      f"{found[number].name} and {path.name}")
         found[number] = path
     return found
+
+
+def _source_files(folder: Path) -> List[Path]:
+    """The files a folder's record is made from: its TIFFs, sorted by name."""
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in (".tif", ".tiff") and path.is_file())
 
 
 def _instances_of_mask(mask: np.ndarray):
@@ -198,11 +206,11 @@ def load_annotated_split(
     records = []
     for folder in tqdm(folders, desc=f"Reading {split_dir.name}", unit="image",
                        disable=not progress):
-        signature = folder_signature(folder)
-        record = cache.get(folder.name, signature)
+        digest = content_digest(_source_files(folder))
+        record = cache.get(folder.name, digest)
         if record is None:
             record = read_annotated_folder(folder, num_classes)
-            cache.put(folder.name, signature, record)
+            cache.put(folder.name, digest, record)
         records.append(record)
     cache.save()
     ids = {}
@@ -229,15 +237,30 @@ def read_json(path, what: str = "file"):
         raise DatasetError(path, f"not valid JSON: {e}") from e
 
 
+def folder_relative_name(file_name: str) -> Optional[str]:
+    """A mapping file's ``file_name`` as a path inside the image folder, or None if it leaves it.
+
+    ``.`` and ``..`` are collapsed (``./a.tif`` and ``sub/../a.tif`` are ``a.tif``); an absolute
+    name, or one that climbs above the folder (``../outside.tif``), gives None. Only the name
+    is judged: a symlink that the folder holds is followed when the file is read.
+    """
+    name = os.path.normpath(file_name)
+    if os.path.isabs(name) or name == os.pardir or name.startswith(os.pardir + os.sep):
+        return None
+    return name
+
+
 def load_mapping(mapping_path) -> List[Dict]:
     """Read and check ``test_image_name_to_ids.json``.
 
     Returns:
-        list[dict]: the entries, each with ``file_name`` (str), ``id`` (int >= 0), ``height``
-        and ``width`` (positive ints).
+        list[dict]: the entries, each with ``file_name`` (str, a path inside the image folder:
+        see :func:`folder_relative_name`), ``id`` (int >= 0), ``height`` and ``width``
+        (positive ints).
 
     Raises:
-        DatasetError: unreadable JSON, wrong structure, or a repeated id or file name.
+        DatasetError: unreadable JSON, wrong structure, a repeated id, a file name that leaves
+            the image folder, or two entries naming one file (e.g. ``./a.tif`` and ``a.tif``).
     """
     mapping_path = Path(mapping_path)
     entries = read_json(mapping_path, "mapping file")
@@ -258,15 +281,24 @@ def load_mapping(mapping_path) -> List[Dict]:
             if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
                 raise DatasetError(mapping_path, f"{where} ({entry['file_name']}): {key} must "
                                                  f"be an integer >= {lowest}, got {value!r}")
-        if entry["id"] in seen_ids:
-            raise DatasetError(mapping_path, f"id {entry['id']} is repeated ({entry['file_name']}"
-                                             f" and {seen_ids[entry['id']]})")
-        if entry["file_name"] in seen_names:
-            raise DatasetError(mapping_path, f"file name {entry['file_name']} is repeated "
-                                             f"(ids {seen_names[entry['file_name']]} and "
-                                             f"{entry['id']})")
-        seen_ids[entry["id"]] = entry["file_name"]
-        seen_names[entry["file_name"]] = entry["id"]
+        file_name, image_id = entry["file_name"], entry["id"]
+        name = folder_relative_name(file_name)
+        if name is None:
+            raise DatasetError(mapping_path, f"{where} (id {image_id}): file_name {file_name!r} "
+                                             "leaves the image folder (names are relative to "
+                                             "it: no absolute path, no '..' above it)")
+        if image_id in seen_ids:
+            raise DatasetError(mapping_path, f"id {image_id} is repeated ({file_name} and "
+                                             f"{seen_ids[image_id]})")
+        if name in seen_names:
+            other_id, other_name = seen_names[name]
+            if other_name == file_name:
+                raise DatasetError(mapping_path, f"file name {file_name} is repeated (ids "
+                                                 f"{other_id} and {image_id})")
+            raise DatasetError(mapping_path, f"ids {other_id} and {image_id} name one file, "
+                                             f"{name} ({other_name!r} and {file_name!r})")
+        seen_ids[image_id] = file_name
+        seen_names[name] = (image_id, file_name)
     return entries
 
 
@@ -302,14 +334,14 @@ def load_test_images(image_dir, mapping_file=None) -> List[Dict]:
         return records
     mapping_file = Path(mapping_file)
     entries = load_mapping(mapping_file)
-    listed = {entry["file_name"] for entry in entries}
+    listed = {folder_relative_name(entry["file_name"]) for entry in entries}
     unlisted = [p for p in files if p.name not in listed]
     if unlisted:
         raise DatasetError(mapping_file, f"misses {len(unlisted)} image(s) of {image_dir}: "
                                          f"{', '.join(p.name for p in unlisted[:10])}")
     records = []
     for entry in entries:
-        path = image_dir / entry["file_name"]
+        path = image_dir / folder_relative_name(entry["file_name"])
         if not path.is_file():
             raise DatasetError(path, f"listed in {mapping_file.name} (id {entry['id']}) but "
                                      "the file is missing")

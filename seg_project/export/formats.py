@@ -19,7 +19,8 @@ from typing import Dict, List, Sequence
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file
 
-__all__ = ["EXPORT_FORMATS", "FORMATS", "check_export_targets", "write_exports"]
+__all__ = ["EXPORT_FORMATS", "FORMATS", "check_export_targets", "stale_exports",
+           "write_exports"]
 
 FORMATS = ("coco", "geojson", "label-tiff", "course")
 # The formats written per image by this module (coco is the one submission file).
@@ -103,3 +104,25 @@ def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence
         written += write_course_layout(out_dir / _FOLDERS["course"], name, entries, height,
                                        width, image_path=image_path)
     return written
+
+
+def stale_exports(formats: Sequence[str], out_dir, staged_dir) -> List[Path]:
+    """The files of ``out_dir`` that outputs staged in ``staged_dir`` make stale, to delete
+    when they are moved into place: the ``classN.tif`` masks of a course-layout folder that
+    the new prediction of its image does not have.
+
+    Args:
+        formats: the output formats.
+        out_dir: the output folder (``--out``).
+        staged_dir: a folder holding the new outputs laid out as in ``out_dir``.
+    """
+    from .label_tiff import stale_class_files
+
+    staged_course = Path(staged_dir) / _FOLDERS["course"]
+    if "course" not in formats or not staged_course.is_dir():
+        return []
+    stale: List[Path] = []
+    for staged in sorted(staged_course.iterdir()):
+        kept = [path.name for path in staged.iterdir()]
+        stale += stale_class_files(Path(out_dir) / _FOLDERS["course"] / staged.name, kept)
+    return stale

@@ -64,6 +64,7 @@ __all__ = [
     "label_sidecar_path",
     "label_tiff_paths",
     "paint_label_maps",
+    "stale_class_files",
     "write_course_layout",
     "write_label_tiffs",
 ]
@@ -354,8 +355,16 @@ def write_course_layout(out_dir, image_name: str, entries: Sequence[Dict], heigh
         targets.append((folder / f"class{number}.tif", _tiff_writer(mask)))
     prepare_out_dir(folder)
     written = atomic_write_many(targets)
-    for path in sorted(folder.iterdir()):
-        match = CLASS_FILE_RE.match(path.name)
-        if match and int(match.group(1)) not in masks and path.is_file():
-            path.unlink()
+    for path in stale_class_files(folder, [path.name for path in written]):
+        path.unlink()
     return written
+
+
+def stale_class_files(folder, kept: Sequence[str]) -> List[Path]:
+    """The ``classN.tif`` files of a course-layout ``folder`` whose names are not in ``kept``
+    (masks of classes that a new prediction of the image no longer has)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.iterdir())
+            if CLASS_FILE_RE.match(path.name) and path.name not in kept and path.is_file()]

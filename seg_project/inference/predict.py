@@ -1,5 +1,12 @@
 """From a trained model to ``test-results.json`` (and the other ``--format`` outputs, see
-:mod:`seg_project.export.formats`): resolve the inputs, predict, write, check."""
+:mod:`seg_project.export.formats`): resolve the inputs, check them, predict, write, check.
+
+Every input is checked before any inference (:func:`resolve_inputs`, :func:`check_images`),
+and every output is written into a staging folder inside ``--out`` and moved into place only
+once all are written and the submission passed its check
+(:class:`seg_project.utils.atomic_files.OutputStaging`): an error or a Ctrl-C leaves ``--out``
+as it was.
+"""
 
 import logging
 from dataclasses import dataclass, field
@@ -9,9 +16,9 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from ..data.catalog import distinct_colors
-from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, read_image_size
+from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, check_image, read_image_size
 from ..data.reader import load_test_images
-from ..export.formats import FORMATS, check_export_targets, write_exports
+from ..export.formats import FORMATS, check_export_targets, stale_exports, write_exports
 from ..submission import (
     RESULTS_NAME,
     build_submission,
@@ -19,10 +26,11 @@ from ..submission import (
     format_report,
     write_submission,
 )
+from ..utils.atomic_files import OutputStaging
 from ..utils.paths import check_output_file
 from .capacity import count_capped, log_capped
 
-__all__ = ["PredictionJob", "check_outputs", "count_capped", "resolve_inputs",
+__all__ = ["PredictionJob", "check_images", "check_outputs", "count_capped", "resolve_inputs",
            "run_prediction"]
 
 logger = logging.getLogger(__name__)
@@ -39,6 +47,7 @@ class PredictionJob:
         images_without_detections: ids of images where nothing was found.
         report: the written file's check, as text.
         capped: how many images reached ``TEST.DETECTIONS_PER_IMAGE`` (None: none did).
+        checked: whether :func:`check_images` has read every image.
     """
 
     images: List[tuple]
@@ -47,6 +56,7 @@ class PredictionJob:
     images_without_detections: List[int] = field(default_factory=list)
     report: str = ""
     capped: Optional[str] = None
+    checked: bool = False
 
 
 def resolve_inputs(images: Sequence, id_map=None) -> PredictionJob:
@@ -80,6 +90,29 @@ def resolve_inputs(images: Sequence, id_map=None) -> PredictionJob:
         raise DatasetError(ordered[0].parent, "two input files share a name")
     return PredictionJob([(i, p, *read_image_size(p)) for i, p in enumerate(ordered, start=1)],
                          "sorted file names")
+
+
+def check_images(job: PredictionJob) -> PredictionJob:
+    """The pre-pass: read every image of ``job`` as inference will, before any inference.
+
+    Each file is decoded whole once (:func:`seg_project.data.image_io.check_image`), so that an
+    unreadable image, one beyond the pixel limit, or one of an unsupported shape, number of
+    channels, colour mode or pixel type stops the run before anything is predicted or written.
+
+    Returns:
+        PredictionJob: ``job``, marked as checked.
+
+    Raises:
+        DatasetError: naming the first bad image and its problem.
+    """
+    for _, path, height, width in tqdm(job.images, desc="checking images", unit="img",
+                                       disable=len(job.images) < 20):
+        size = check_image(path)
+        if size != (height, width):
+            raise DatasetError(path, f"decodes to {size[0]}x{size[1]} pixels but its header "
+                                     f"says {height}x{width}")
+    job.checked = True
+    return job
 
 
 def check_outputs(out_dir, make_zip: bool = False, overwrite: bool = False,
@@ -129,9 +162,14 @@ def run_prediction(
 ) -> PredictionJob:
     """Predict every image of ``job``, write ``test-results.json`` (and a zip), check it.
 
+    Every output is written into a staging folder inside ``out_dir`` and moved into place
+    only at the end, once the submission passed its check: a failure or a Ctrl-C before then
+    leaves ``out_dir`` as it was (see :class:`seg_project.utils.atomic_files.OutputStaging`).
+
     Args:
         predictor: a :class:`seg_project.inference.predictor.Predictor`.
-        job: from :func:`resolve_inputs`.
+        job: from :func:`resolve_inputs` (its images are read by :func:`check_images` first,
+            unless that has been done).
         out_dir: output folder.
         bbox_format: "xywh" (COCO) or "xyxy".
         make_zip: also write ``test-results.zip`` holding ``test-results.json``.
@@ -143,34 +181,59 @@ def run_prediction(
             ``"annotation"`` (editable in QuPath).
 
     Raises:
-        DatasetError: the output cannot be written, e.g. it exists and ``overwrite`` is False
-            (checked first, see :func:`check_outputs`).
+        DatasetError: a bad input image, or an output that cannot be written, e.g. it exists
+            and ``overwrite`` is False (checked first, see :func:`check_outputs`).
+        KeyboardInterrupt: on Ctrl-C, its message saying what was kept.
     """
     paths = [path for _, path, _, _ in job.images]
     json_path, zip_path = check_outputs(out_dir, make_zip, overwrite, formats, paths)
+    if not job.checked:
+        check_images(job)
+    staging = OutputStaging(out_dir)
+    try:
+        with staging:
+            _predict_into(predictor, job, staging, json_path, zip_path, bbox_format,
+                          batch_size, num_classes, formats, object_type)
+    except KeyboardInterrupt as e:
+        kept = "the finished outputs were kept" if staging.committed else \
+            "no new output was kept"
+        raise KeyboardInterrupt(f"{out_dir}: {kept}") from e
+    return job
+
+
+def _predict_into(predictor, job: PredictionJob, staging: OutputStaging, json_path, zip_path,
+                  bbox_format: str, batch_size: int, num_classes: Optional[int],
+                  formats: Sequence[str], object_type: str) -> None:
+    """The body of :func:`run_prediction`: every output is written under ``staging.folder``,
+    then (the submission passed its check) moved into place."""
+    paths = [path for _, path, _, _ in job.images]
     by_path = {path: image_id for image_id, path, _, _ in job.images}
     sizes = {image_id: (h, w) for image_id, _, h, w in job.images}
     class_names = list(predictor.cfg.DATASETS.CELLS.CLASS_NAMES)
     colors = distinct_colors(len(class_names))
-    job.written = []
+    staged: List[Path] = []
     predictions: Dict[int, List[Dict]] = {}
     progress = tqdm(predictor.predict_files(paths, batch_size=batch_size), total=len(paths),
                     desc="predicting", unit="img")
     for path, entries in progress:
         predictions[by_path[path]] = entries
-        job.written += write_exports(formats, out_dir, path, entries, *sizes[by_path[path]],
-                                     class_names, colors, object_type)
+        staged += write_exports(formats, staging.folder, path, entries, *sizes[by_path[path]],
+                                class_names, colors, object_type)
     job.images_without_detections = [i for i, entries in predictions.items() if not entries]
     job.capped = log_capped([len(entries) for entries in predictions.values()],
                             predictor.cfg.TEST.DETECTIONS_PER_IMAGE, logger)
     if json_path is None:
         job.report = "no test-results.json written (--format without coco)"
-        return job
-    entries = build_submission(sorted(predictions.items()), bbox_format=bbox_format)
-    job.written = write_submission(entries, json_path, zip_path) + job.written
-    num_classes = num_classes or predictor.cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    report = check_submission(json_path, sizes, num_classes, bbox_format=bbox_format)
-    job.report = format_report(report)
-    if report.errors:
-        raise RuntimeError(f"the written submission fails its check:\n{job.report}")
-    return job
+    else:
+        entries = build_submission(sorted(predictions.items()), bbox_format=bbox_format)
+        staged_json = staging.folder / json_path.name
+        staged = write_submission(entries, staged_json, zip_path and (
+            staging.folder / zip_path.name)) + staged
+        num_classes = num_classes or predictor.cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        report = check_submission(staged_json, sizes, num_classes, bbox_format=bbox_format)
+        report.source = str(json_path)
+        job.report = format_report(report)
+        if report.errors:
+            raise RuntimeError(f"the written submission fails its check:\n{job.report}")
+    staging.commit(remove=stale_exports(formats, staging.out_dir, staging.folder))
+    job.written = [staging.target(path) for path in staged]

@@ -11,9 +11,10 @@ The work is split by job; this module gathers the public names:
   :func:`load_result_entries` and :func:`detect_bbox_format` (shared with the evaluation and
   the pictures);
 - :mod:`.file`: :func:`build_submission`, :func:`write_submission` (atomic JSON and
-  zip), :func:`load_submission`;
+  zip), :func:`load_submission`, and the bounded reading both readers share (a zip holds one
+  JSON file, no zip bomb is inflated, a list is parsed an entry at a time);
 - :mod:`.check`: :func:`check_submission` (fields, RLE counts, bboxes; 100k
-  entries in a few seconds, no mask decoded);
+  entries in a few seconds, no mask decoded, memory bounded whatever the file's size);
 - :mod:`.report`: :class:`SubmissionReport`, :func:`format_report`;
 - :mod:`.bbox_format`: telling ``[x, y, w, h]`` from ``[x1, y1, x2, y2]`` bboxes.
 """

@@ -8,8 +8,9 @@ from pycocotools without decoding any mask and compares them with the bboxes
 (:func:`.entries.fit_bboxes`): 100k entries take a few seconds.
 """
 
+import itertools
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,15 +25,18 @@ from .bbox_format import (
     FormatChoice,
     bbox_message,
     check_bbox_format,
+    choose_bbox_format,
 )
-from .entries import ENTRY_KEYS, entry_problems, fit_bboxes
-from .file import load_submission
+from .entries import ENTRY_KEYS, entry_problems, measure_bboxes
+from .file import JsonListReader, open_submission
 from .report import SubmissionReport
 
 __all__ = ["COCO_MAX_DETS", "check_submission"]
 
 # COCOeval's default maxDets: only the best 100 entries of an image are scored.
 COCO_MAX_DETS = 100
+# Entries checked at a time (memory: one chunk of entries as Python objects).
+_CHUNK_ENTRIES = 20_000
 
 
 def _image_sizes(mapping) -> Dict[int, Tuple[int, int]]:
@@ -83,91 +87,140 @@ def _where(index: int, entry) -> str:
     return f"entry {index} (no image_id)"
 
 
+def _labelled(rows: Sequence[Tuple[int, int]]) -> str:
+    """The first few ``(row, image_id)`` pairs as ``entry N (image_id M)``, and how many more
+    there are."""
+    return _examples([f"entry {row} (image_id {image_id})" for row, image_id in rows[:5]],
+                     total=len(rows))
+
+
 def _entries(count: int) -> str:
     return f"{count} entry has" if count == 1 else f"{count} entries have"
 
 
-def _examples(items: Sequence[str], limit: int = 5) -> str:
+def _examples(items: Sequence[str], limit: int = 5, total: Optional[int] = None) -> str:
+    """The first ``limit`` of ``items``, and how many more of ``total`` (default all) there
+    are."""
+    total = len(items) if total is None else total
     shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+    return shown + (f", ... ({total - limit} more)" if total > limit else "")
 
 
 class _Checker:
-    """Collects per-entry problems and the rows whose masks and bboxes are compared."""
+    """Checks entries a chunk at a time; keeps per entry only what the report needs (problems,
+    and the compact boxes of the entries whose bboxes are compared with their masks)."""
 
-    def __init__(self, entries: Sequence, sizes: Mapping, num_classes: int):
-        self.entries = entries
+    def __init__(self, sizes: Mapping, num_classes: int):
         self.sizes = sizes
         self.num_classes = num_classes
+        self.num_entries = 0
         self.problems: Dict[int, List[str]] = {}
-        self.mask_rows: List[int] = []  # entries whose counts are worth decoding
-        self.bbox_rows: set = set()  # entries with a valid bbox
+        self.labels: Dict[int, str] = {}  # "entry N (image_id ...)" of rows with problems
         self.extra_keys: Dict[str, int] = {}
-        self.empty_rows: List[int] = []  # empty masks (a warning)
-        self.wild_rows: List[int] = []  # bboxes far larger than their masks (a warning)
+        self.empty: List[Tuple[int, int]] = []  # (row, image_id) of empty masks (a warning)
+        self.wild: List[Tuple[int, int]] = []  # bboxes far larger than their masks (a warning)
         self.per_image = {image_id: 0 for image_id in sorted(sizes)}
         self.per_class = {category: 0 for category in range(1, num_classes + 1)}
         # entries per (image, category): the grader scores the best COCO_MAX_DETS of each
         self.per_image_class: Dict[Tuple[int, int], int] = {}
+        # per chunk: the rows compared, their image ids, bboxes, mask boxes and image sizes
+        self._compared: List[Tuple[np.ndarray, ...]] = []
 
-    def check_fields(self) -> None:
-        """Check each entry's keys and values; count entries per image and class."""
+    def _add(self, row: int, label: str, problems: Sequence[str]) -> None:
+        if problems:
+            self.labels.setdefault(row, label)
+            self.problems.setdefault(row, []).extend(problems)
+
+    def check(self, entries: Iterable) -> None:
+        """Check every entry of ``entries`` (any iterable: a file is read as it goes)."""
+        iterator = iter(entries)
+        while True:
+            chunk = list(itertools.islice(iterator, _CHUNK_ENTRIES))
+            if not chunk:
+                return
+            self._check_chunk(chunk)
+            self.num_entries += len(chunk)
+
+    def _check_chunk(self, chunk: Sequence) -> None:
+        first = self.num_entries
+        mask_rows, bbox_rows = self._check_fields(first, chunk)
+        measure = measure_bboxes(chunk, mask_rows, bbox_rows)
+        for row, problem in measure.mask_problems.items():
+            self._add(first + row, _where(first + row, chunk[row]), [f"segmentation {problem}"])
+        self.empty += [(first + row, chunk[row]["image_id"]) for row in measure.empty]
+        self._compared.append((np.asarray(measure.rows, np.int64) + first,
+                               np.asarray([chunk[row]["image_id"] for row in measure.rows],
+                                          np.int64),
+                               measure.given, measure.mask_xywh, measure.image_hw))
+
+    def _check_fields(self, first: int, chunk: Sequence) -> Tuple[List[int], set]:
+        """Check each entry's keys and values; count entries per image and class.
+
+        Returns:
+            tuple: the rows (of ``chunk``) whose masks are worth reading, and those with a
+            valid bbox.
+        """
         keys = set(ENTRY_KEYS)
-        for index, entry in enumerate(self.entries):
+        mask_rows, bbox_rows = [], set()
+        for index, entry in enumerate(chunk):
             found = entry_problems(entry)
             if not isinstance(entry, dict):
-                self.problems[index] = found.messages()
+                self._add(first + index, _where(first + index, entry), found.messages())
                 continue
             if entry.keys() != keys:
                 for key in entry.keys() - keys:
                     self.extra_keys[key] = self.extra_keys.get(key, 0) + 1
             rules, image_size = _grader_problems(entry, found.fields, self.sizes,
                                                  self.num_classes)
-            problems = found.messages(rules)
             if image_size is not None:
                 self.per_image[entry["image_id"]] += 1
                 if "segmentation" in entry and not {"segmentation", "size", "counts"} & (
                         found.fields.keys() | rules.keys()):
-                    self.mask_rows.append(index)
+                    mask_rows.append(index)
             if "bbox" in entry and "bbox" not in found.fields:
-                self.bbox_rows.add(index)
+                bbox_rows.add(index)
             category = entry.get("category_id")
             if is_int(category) and category in self.per_class:
                 self.per_class[category] += 1
                 if image_size is not None:
                     key = (entry["image_id"], category)
                     self.per_image_class[key] = self.per_image_class.get(key, 0) + 1
-            if problems:
-                self.problems[index] = problems
+            self._add(first + index, _where(first + index, entry), found.messages(rules))
+        return mask_rows, bbox_rows
 
-    def check_masks_and_bboxes(self, requested: str) -> FormatChoice:
-        """Read the masks' counts and boxes, compare the bboxes with them; return the
-        format choice of :func:`.bbox_format.choose_bbox_format`."""
-        fit = fit_bboxes(self.entries, self.mask_rows, requested, self.bbox_rows)
-        for row, problem in fit.mask_problems.items():
-            self.problems.setdefault(row, []).append(f"segmentation {problem}")
-        self.empty_rows = fit.empty
-        choice = fit.choice
+    def compare_bboxes(self, requested: str) -> FormatChoice:
+        """Compare the bboxes with their masks' boxes, once every entry is checked; return
+        the format choice of :func:`.bbox_format.choose_bbox_format`."""
+        rows, image_ids, given, mask_xywh, image_hw = (
+            np.concatenate(parts) for parts in zip(*self._compared)) if self._compared else (
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros((0, 4)),
+            np.zeros((0, 2)))
+        self._compared = []
+        choice = choose_bbox_format(given, mask_xywh, image_hw, requested)
         codes = choice.codes
-        self.wild_rows = [fit.rows[i] for i in np.flatnonzero(codes == FIT_WILD)]
+        self.wild = [(int(rows[i]), int(image_ids[i])) for i in np.flatnonzero(codes == FIT_WILD)]
         for i in np.flatnonzero((codes != FIT_OK) & (codes != FIT_WILD)):
-            self.problems.setdefault(fit.rows[i], []).append(
-                bbox_message(int(codes[i]), fit.given[i], fit.mask_xywh[i], fit.image_hw[i],
-                             choice.bbox_format))
+            row = int(rows[i])
+            self._add(row, f"entry {row} (image_id {int(image_ids[i])})", [
+                bbox_message(int(codes[i]), given[i], mask_xywh[i], image_hw[i],
+                             choice.bbox_format)])
         return choice
+
+    def errors(self) -> List[str]:
+        """Every problem, as ``entry N (image_id ...): problem``, by entry."""
+        return [f"{self.labels[row]}: {problem}" for row in sorted(self.problems)
+                for problem in self.problems[row]]
 
 
 def _summary_warnings(checker: _Checker, format_hint: str) -> List[str]:
     warnings = []
-    entries = checker.entries
-    if checker.empty_rows:
-        warnings.append(f"{_entries(len(checker.empty_rows))} an empty mask (area 0): "
-                        + _examples([_where(row, entries[row]) for row in checker.empty_rows]))
-    if checker.wild_rows:
-        warnings.append(f"{_entries(len(checker.wild_rows))} a bbox far larger than its "
+    if checker.empty:
+        warnings.append(f"{_entries(len(checker.empty))} an empty mask (area 0): "
+                        + _labelled(checker.empty))
+    if checker.wild:
+        warnings.append(f"{_entries(len(checker.wild))} a bbox far larger than its "
                         f"mask (a side over {WILD_FACTOR:g}x the mask's + {WILD_PX:g} px; "
-                        "harmless for mask scoring): "
-                        + _examples([_where(row, entries[row]) for row in checker.wild_rows]))
+                        "harmless for mask scoring): " + _labelled(checker.wild))
     if checker.extra_keys:
         keys = ", ".join(f"{k!r} ({n}x)" for k, n in sorted(checker.extra_keys.items()))
         warnings.append(f"entries hold keys the grader ignores: {keys}")
@@ -189,6 +242,10 @@ def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: st
                      require_all_images: bool = False) -> SubmissionReport:
     """Check a submission the way the grader will read it, without decoding any mask.
 
+    A file is read one entry at a time (:class:`.file.JsonListReader`) and checked a chunk of
+    entries at a time, so memory stays bounded (0.45 GB for a 300 MB submission of 1.2
+    million entries) whatever the file's size.
+
     Args:
         entries_or_path: the entries (a list), or a path to a ``.json`` file or to a ``.zip``
             holding ``test-results.json``.
@@ -203,29 +260,32 @@ def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: st
         SubmissionReport: errors name the entry index and image id.
 
     Raises:
-        DatasetError: the submission or mapping file is missing or unreadable.
+        DatasetError: the submission or mapping file is missing or unreadable (a zip beyond
+            the size bounds or with several JSON files included, see
+            :func:`.file.open_submission`).
         ValueError: ``num_classes`` below 1 or an unknown ``bbox_format``.
     """
     check_bbox_format(bbox_format, BBOX_FORMATS + ("auto",))
     if not is_int(num_classes) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     sizes = _image_sizes(mapping)
+    checker = _Checker(sizes, num_classes)
     if isinstance(entries_or_path, (str, os.PathLike)):
-        source, entries = str(entries_or_path), load_submission(entries_or_path)
+        report = SubmissionReport(source=str(entries_or_path))
+        with open_submission(entries_or_path) as stream:
+            reader = JsonListReader(stream, entries_or_path)
+            if reader.top_level != "list":
+                return _not_a_list(report, reader.top_level)
+            checker.check(reader)
     else:
-        source, entries = "<entries>", entries_or_path
-    report = SubmissionReport(source=source)
-    if not isinstance(entries, list):
-        report.errors.append(f"top level must be a JSON list of entries, got "
-                             f"{type(entries).__name__}")
-        return report
-    report.num_entries = len(entries)
-    checker = _Checker(entries, sizes, num_classes)
-    checker.check_fields()
-    choice = checker.check_masks_and_bboxes(bbox_format)
+        report = SubmissionReport(source="<entries>")
+        if not isinstance(entries_or_path, list):
+            return _not_a_list(report, type(entries_or_path).__name__)
+        checker.check(entries_or_path)
+    report.num_entries = checker.num_entries
+    choice = checker.compare_bboxes(bbox_format)
     report.bbox_format, report.bbox_format_note = choice.bbox_format, choice.note
-    report.errors = [f"{_where(i, entries[i])}: {p}" for i in sorted(checker.problems)
-                     for p in checker.problems[i]]
+    report.errors = checker.errors()
     report.entries_per_image, report.entries_per_class = checker.per_image, checker.per_class
     report.images_without_entries = [i for i, n in report.entries_per_image.items() if n == 0]
     if report.images_without_entries:
@@ -233,4 +293,9 @@ def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: st
                    f"ids {_examples([str(i) for i in report.images_without_entries], 20)}")
         (report.errors if require_all_images else report.warnings).append(message)
     report.warnings += _summary_warnings(checker, choice.hint)
+    return report
+
+
+def _not_a_list(report: SubmissionReport, type_name: str) -> SubmissionReport:
+    report.errors.append(f"top level must be a JSON list of entries, got {type_name}")
     return report

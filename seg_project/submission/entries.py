@@ -35,11 +35,13 @@ __all__ = [
     "ENTRY_KEYS",
     "RESULT_KEYS",
     "BoxFit",
+    "BoxMeasure",
     "EntryProblems",
     "detect_bbox_format",
     "entry_problems",
     "fit_bboxes",
     "load_result_entries",
+    "measure_bboxes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,16 +196,31 @@ def load_result_entries(path) -> List[Dict]:
 # --------------------------------------------------------------------- bboxes and masks
 
 
-class BoxFit(NamedTuple):
-    """How the bboxes of entries fit their masks (:func:`fit_bboxes`).
+class BoxMeasure(NamedTuple):
+    """The masks' boxes of some entries, beside their bboxes (:func:`measure_bboxes`).
 
     Attributes:
         mask_problems: ``{row: what is wrong with its RLE counts}`` for unreadable masks.
         empty: rows whose masks are readable and empty.
-        rows: the rows compared: a readable non-empty mask and a valid bbox.
+        rows: the rows to compare: a readable non-empty mask and a valid bbox.
         given: ``(len(rows), 4)`` their bboxes, as given.
         mask_xywh: ``(len(rows), 4)`` their masks' tight XYWH boxes.
         image_hw: ``(len(rows), 2)`` their masks' heights and widths.
+    """
+
+    mask_problems: Dict[int, str]
+    empty: List[int]
+    rows: List[int]
+    given: np.ndarray
+    mask_xywh: np.ndarray
+    image_hw: np.ndarray
+
+
+class BoxFit(NamedTuple):
+    """How the bboxes of entries fit their masks (:func:`fit_bboxes`).
+
+    Attributes:
+        mask_problems, empty, rows, given, mask_xywh, image_hw: see :class:`BoxMeasure`.
         choice: the bbox format chosen; ``choice.codes[i]`` is the fit of ``rows[i]``.
     """
 
@@ -216,13 +233,45 @@ class BoxFit(NamedTuple):
     choice: FormatChoice
 
 
+def measure_bboxes(entries: Sequence[Mapping], rows: Sequence[int],
+                   valid_bboxes: Optional[Container[int]] = None) -> BoxMeasure:
+    """Read the masks of some entries for their boxes, without decoding any mask.
+
+    The counts are checked first (:func:`seg_project.data.rle.mask_boxes`; pycocotools,
+    which gives the boxes, reads corrupt counts without a word).
+
+    Args:
+        entries: result entries.
+        rows: the entries whose ``segmentation`` is a compressed RLE (counts a string) of a
+            valid size, to read.
+        valid_bboxes: the rows known to have a valid bbox (default: checked here).
+
+    Returns:
+        BoxMeasure: the unreadable and the empty masks, and the boxes of the others.
+    """
+    rles = [entries[row]["segmentation"] for row in rows]
+    problems, boxes = mask_boxes(rles)
+    if valid_bboxes is None:
+        valid_bboxes = {row for row in rows if _bbox_problem(entries[row].get("bbox")) is None}
+    compared = [i for i, (row, problem) in enumerate(zip(rows, problems))
+                if problem is None and row in valid_bboxes and boxes[i, 2] > 0]
+    return BoxMeasure(
+        mask_problems={row: p for row, p in zip(rows, problems) if p is not None},
+        empty=[row for row, p, box in zip(rows, problems, boxes) if p is None and box[2] <= 0],
+        rows=[rows[i] for i in compared],
+        given=np.asarray([entries[rows[i]]["bbox"] for i in compared],
+                         np.float64).reshape(-1, 4),
+        mask_xywh=boxes[compared].reshape(-1, 4),
+        image_hw=np.asarray([rles[i]["size"] for i in compared], np.float64).reshape(-1, 2),
+    )
+
+
 def fit_bboxes(entries: Sequence[Mapping], rows: Sequence[int], requested: str = "auto",
                valid_bboxes: Optional[Container[int]] = None) -> BoxFit:
     """Read the masks of some entries for their boxes, and compare their bboxes with them.
 
-    The counts are checked first (:func:`seg_project.data.rle.mask_boxes`; pycocotools,
-    which gives the boxes, reads corrupt counts without a word); no mask is decoded. The
-    bboxes of the readable non-empty masks are read both ways and the format is chosen by
+    The boxes come from :func:`measure_bboxes`; the bboxes of the readable non-empty masks
+    are read both ways and the format is chosen by
     :func:`seg_project.submission.bbox_format.choose_bbox_format`.
 
     Args:
@@ -235,22 +284,9 @@ def fit_bboxes(entries: Sequence[Mapping], rows: Sequence[int], requested: str =
     Returns:
         BoxFit: the unreadable and the empty masks, and the fit of the others' bboxes.
     """
-    rles = [entries[row]["segmentation"] for row in rows]
-    problems, boxes = mask_boxes(rles)
-    if valid_bboxes is None:
-        valid_bboxes = {row for row in rows if _bbox_problem(entries[row].get("bbox")) is None}
-    compared = [i for i, (row, problem) in enumerate(zip(rows, problems))
-                if problem is None and row in valid_bboxes and boxes[i, 2] > 0]
-    given = np.asarray([entries[rows[i]]["bbox"] for i in compared], np.float64).reshape(-1, 4)
-    image_hw = np.asarray([rles[i]["size"] for i in compared], np.float64).reshape(-1, 2)
-    mask_xywh = boxes[compared].reshape(-1, 4)
-    return BoxFit(
-        mask_problems={row: p for row, p in zip(rows, problems) if p is not None},
-        empty=[row for row, p, box in zip(rows, problems, boxes) if p is None and box[2] <= 0],
-        rows=[rows[i] for i in compared],
-        given=given, mask_xywh=mask_xywh, image_hw=image_hw,
-        choice=choose_bbox_format(given, mask_xywh, image_hw, requested),
-    )
+    measure = measure_bboxes(entries, rows, valid_bboxes)
+    return BoxFit(*measure, choice=choose_bbox_format(measure.given, measure.mask_xywh,
+                                                      measure.image_hw, requested))
 
 
 def detect_bbox_format(entries: Sequence[Mapping]) -> str:

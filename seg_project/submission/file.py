@@ -11,11 +11,15 @@ COCO's ``[x, y, w, h]`` by default; ``[x1, y1, x2, y2]`` (what the course staff'
 uses) is an option. The grader also takes a zip holding ``test-results.json``.
 """
 
+import codecs
+import contextlib
 import json
 import operator
+import re
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
 
 from ..data.image_io import DatasetError
 from ..data.rle import rle_to_text
@@ -23,9 +27,13 @@ from ..utils.atomic_files import atomic_write_many
 from .bbox_format import check_bbox_format
 
 __all__ = [
+    "MAX_UNZIPPED_BYTES",
+    "MAX_ZIP_RATIO",
     "RESULTS_NAME",
+    "JsonListReader",
     "build_submission",
     "load_submission",
+    "open_submission",
     "write_submission",
 ]
 
@@ -120,6 +128,80 @@ def write_submission(entries: Sequence[Mapping], out_path, zip_path=None) -> Lis
 
 # ------------------------------------------------------------------------------ reading
 
+# A zip member is inflated only if it declares at most this many bytes and at most this many
+# times its compressed size (JSON of RLE masks compresses about 3 to 5 times; a zip bomb
+# hundreds of times). zipfile reads no further than the declared size and then checks the
+# CRC: a member that inflates beyond it is an unreadable zip.
+MAX_UNZIPPED_BYTES = 1 << 30
+MAX_ZIP_RATIO = 100
+# Compressed members smaller than this are not held to MAX_ZIP_RATIO (they inflate to little).
+_RATIO_FREE_BYTES = 1 << 20
+# Bytes read at a time when streaming.
+_READ_BYTES = 1 << 20
+
+
+def _zip_member(archive: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
+    """The zip's one JSON member, ``test-results.json`` at its top level, within the bounds."""
+    jsons = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(
+        ".json")]
+    if len(jsons) > 1:
+        names = ", ".join(i.filename for i in jsons[:5]) + (", ..." if len(jsons) > 5 else "")
+        raise DatasetError(path, f"zip holds {len(jsons)} JSON files ({names}); a submission "
+                                 f"zip holds one, {RESULTS_NAME}")
+    info = next((i for i in jsons if i.filename == RESULTS_NAME), None)
+    if info is None:
+        nested = [i.filename for i in jsons if i.filename.rsplit("/", 1)[-1] == RESULTS_NAME]
+        where = f" (found {nested[0]}; it must be at the top level)" if nested else ""
+        raise DatasetError(path, f"zip holds no {RESULTS_NAME}{where}")
+    if info.file_size > MAX_UNZIPPED_BYTES:
+        raise DatasetError(path, f"{RESULTS_NAME} declares {info.file_size:,} bytes "
+                                 f"uncompressed, more than the limit of {MAX_UNZIPPED_BYTES:,}")
+    if (info.compress_size >= _RATIO_FREE_BYTES or info.file_size >= _RATIO_FREE_BYTES
+            ) and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+        raise DatasetError(path, f"{RESULTS_NAME} inflates {info.compress_size:,} bytes to "
+                                 f"{info.file_size:,}, more than {MAX_ZIP_RATIO} times (a zip "
+                                 "bomb?)")
+    return info
+
+
+@contextlib.contextmanager
+def open_submission(path, what: str = "submission file") -> Iterator[BinaryIO]:
+    """The bytes of a submission file as a stream: a ``.json`` file, or the one JSON member
+    of a ``.zip`` (``test-results.json`` at its top level), read within the bounds above.
+
+    Args:
+        path: the file.
+        what: how to name the file in errors.
+
+    Raises:
+        DatasetError: a missing file, an unreadable zip, a zip with no or several JSON
+            files, or a member beyond the size bounds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, f"{what} not found")
+    if path.suffix.lower() != ".zip":
+        with open(path, "rb") as f:
+            yield f
+        return
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DatasetError(path, f"not a readable zip file: {e}") from e
+    with archive:
+        info = _zip_member(archive, path)
+        try:
+            with archive.open(info) as member:
+                yield member
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise DatasetError(path, f"not a readable zip file: {type(e).__name__}: {e}") from e
+
+
+def _json_error(path: Path, error: Exception) -> DatasetError:
+    if isinstance(error, RecursionError):
+        return DatasetError(path, "not valid JSON: nested too deeply")
+    return DatasetError(path, f"not valid JSON: {error}")
+
 
 def load_submission(path, what: str = "submission file") -> Any:
     """Read a submission file: ``.json``, or a ``.zip`` holding ``test-results.json``.
@@ -134,27 +216,114 @@ def load_submission(path, what: str = "submission file") -> Any:
 
     Raises:
         DatasetError: missing or empty file, a zip without ``test-results.json`` at its top
-            level, or text that is not JSON.
+            level (or with other JSON files, or beyond the size bounds), or text that is not
+            JSON.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, f"{what} not found")
-    if path.suffix.lower() == ".zip":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-                if RESULTS_NAME not in names:
-                    nested = [n for n in names if n.rsplit("/", 1)[-1] == RESULTS_NAME]
-                    where = f" (found {nested[0]}; it must be at the top level)" if nested else ""
-                    raise DatasetError(path, f"zip holds no {RESULTS_NAME}{where}")
-                raw = archive.read(RESULTS_NAME)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise DatasetError(path, f"not a readable zip file: {e}") from e
-    else:
-        raw = path.read_bytes()
+    with open_submission(path, what) as stream:
+        raw = stream.read()
     if not raw.strip():
         raise DatasetError(path, f"{what} is empty")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise _json_error(path, e) from e
+
+
+# Whitespace between JSON values.
+_SPACE = re.compile(r"[ \t\r\n]*")
+# A list element (one entry) may be at most this long; a syntax error is found within it.
+_MAX_ELEMENT_CHARS = 1 << 28
+# The type a JSON value has in Python, told by its first character.
+_JSON_TYPES = {"{": "dict", "[": "list", '"': "str", "t": "bool", "f": "bool", "n": "NoneType"}
+
+
+class JsonListReader:
+    """The elements of a JSON list, parsed one at a time from a stream (memory: one element
+    and a read buffer, whatever the list's length).
+
+    Attributes:
+        top_level: the Python type name of the document's top level (``"list"``, ``"dict"``,
+            ``"number"``...), told by its first character; only a list has elements.
+    """
+
+    def __init__(self, stream: BinaryIO, path, what: str = "submission file"):
+        self._path = Path(path)
+        self._text = codecs.getincrementaldecoder("utf-8-sig")()
+        self._stream = stream
+        self._buffer, self._pos, self._eof = "", 0, False
+        self._decoder = json.JSONDecoder()
+        if not self._skip_space():
+            raise DatasetError(self._path, f"{what} is empty")
+        first = self._buffer[self._pos]
+        self.top_level = _JSON_TYPES.get(first, "number" if first in "-0123456789" else "")
+        if not self.top_level:
+            raise DatasetError(self._path, f"not valid JSON: unexpected {first!r} at the start")
+
+    def _read(self, size: int = _READ_BYTES) -> bool:
+        """Append more text to the buffer; False at the end of the stream."""
+        if self._eof:
+            return False
+        try:
+            data = self._stream.read(size)
+            self._buffer = self._buffer[self._pos:] + self._text.decode(data, final=not data)
+        except UnicodeDecodeError as e:
+            raise _json_error(self._path, e) from e
+        self._pos = 0
+        self._eof = not data
+        return True
+
+    def _skip_space(self) -> bool:
+        """Move past whitespace; False at the end of the stream."""
+        while True:
+            self._pos = _SPACE.match(self._buffer, self._pos).end()
+            if self._pos < len(self._buffer):
+                return True
+            if not self._read():
+                return False
+
+    def _expect(self, allowed: str) -> str:
+        if not self._skip_space():
+            raise DatasetError(self._path, "not valid JSON: the list is not closed (truncated?)")
+        char = self._buffer[self._pos]
+        if char not in allowed:
+            raise DatasetError(self._path, f"not valid JSON: expected {' or '.join(allowed)} "
+                                           f"in the list, found {char!r}")
+        self._pos += 1
+        return char
+
+    def _element(self) -> Any:
+        size = _READ_BYTES
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self._buffer, self._pos)
+                if end < len(self._buffer) or self._eof:  # a number may go on past the buffer
+                    self._pos = end
+                    return value
+            except json.JSONDecodeError as e:
+                if self._eof:
+                    raise _json_error(self._path, e) from e
+            except RecursionError as e:
+                raise _json_error(self._path, e) from e
+            if len(self._buffer) - self._pos > _MAX_ELEMENT_CHARS:
+                raise DatasetError(self._path, f"not valid JSON, or an entry longer than "
+                                               f"{_MAX_ELEMENT_CHARS:,} characters")
+            self._read(size)
+            size *= 2  # a long element: fewer, larger reads
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.top_level != "list":
+            return
+        self._expect("[")
+        if self._skip_space() and self._buffer[self._pos] == "]":
+            self._pos += 1
+            return
+        while True:
+            if not self._skip_space():
+                raise DatasetError(self._path, "not valid JSON: the list is not closed "
+                                               "(truncated?)")
+            yield self._element()
+            if self._expect(",]") == "]":
+                break
+        if self._skip_space():
+            raise DatasetError(self._path, "not valid JSON: extra data after the list")

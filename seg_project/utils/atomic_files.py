@@ -5,20 +5,35 @@ A failure or a kill at any moment leaves, at each target, either the earlier fil
 complete new one, and no partial file behind (a rename is atomic, one file at a time). New
 files get the usual permissions (not ``mkstemp``'s 0600); a replaced file keeps its mode. Used
 for checkpoints, the conversion cache, submissions, pictures, figures, tables and generated
-datasets.
+datasets. A write that fails (a full disk, no permission) raises an ``OSError`` that names the
+target, not the temporary file, so that the tools' one error line names it
+(:mod:`seg_project.utils.cli`).
+
+The many files of one run (e.g. ``tools/predict.py``'s exports) go through
+:class:`OutputStaging`: written into a temporary folder inside the output folder and moved
+into place only once all are done, so that a failure or a Ctrl-C before then leaves none of
+them.
 """
 
+import contextlib
+import errno
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import DatasetError
 
-__all__ = ["atomic_write", "atomic_write_many", "prepare_out_dir", "remove_stale_temporaries",
+__all__ = ["OutputStaging", "atomic_write", "atomic_write_many", "prepare_out_dir",
+           "remove_stale_temporaries",
            "write_bytes", "write_text"]
 
 Writer = Callable[[str], None]
+# Errors that are always the written file's (shutil.copyfile names its source in them).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def prepare_out_dir(out_dir) -> Path:
@@ -75,18 +90,40 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
+def _naming_target(error: OSError, path: Path, temp: Optional[Path]) -> OSError:
+    """The same error naming ``path``, the file that could not be written, if it is about
+    writing (a full disk, or no file or only the temporary one named); else ``error`` as
+    raised (e.g. a source file that cannot be read)."""
+    if error.errno is None:
+        return error
+    names = {str(name) for name in (error.filename, error.filename2) if name is not None}
+    if not (error.errno in _WRITE_ERRNOS or not names or (temp is not None
+                                                          and str(temp) in names)):
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+
+
 def _write_temp(path: Path, write: Writer) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
-    os.close(fd)
-    temp = Path(name)
+    temp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
+        os.close(fd)
+        temp = Path(name)
         write(name)
         with open(name, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(temp, _file_mode(path))
+    except OSError as e:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        named = _naming_target(e, path, temp)
+        if named is e:
+            raise
+        raise named from e
     except BaseException:
-        temp.unlink(missing_ok=True)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
         raise
     return temp
 
@@ -159,3 +196,97 @@ def write_text(path, text: str) -> Path:
         Path: ``path``.
     """
     return write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise it."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+class OutputStaging:
+    """The new files of one run, written into a temporary folder inside ``out_dir`` and moved
+    into place together at the end.
+
+    Until :meth:`commit`, ``out_dir`` holds nothing new: leaving the ``with`` block without a
+    commit (an error, a Ctrl-C) deletes the staging folder, and the folders made for
+    ``out_dir`` if they are still empty. :meth:`commit` moves every staged file over its
+    target (renames within one file system) with Ctrl-C held back until all are moved::
+
+        with OutputStaging(out) as staging:
+            write_text(staging.folder / "a.json", ...)
+            staging.commit()
+
+    Attributes:
+        out_dir: the output folder.
+        folder: the staging folder (``<out_dir>/.staging-*.tmp``), inside the block.
+        committed: whether :meth:`commit` has moved the files into place.
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+        self.folder: Optional[Path] = None
+        self.committed = False
+        self._created: List[Path] = []
+
+    def __enter__(self) -> "OutputStaging":
+        missing, folder = [], self.out_dir.absolute()
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        prepare_out_dir(self.out_dir)
+        self._created = missing  # the deepest first
+        self.folder = Path(tempfile.mkdtemp(prefix=".staging-", suffix=".tmp",
+                                            dir=self.out_dir))
+        return self
+
+    def target(self, staged) -> Path:
+        """The final path of a file written at ``staged`` (a path inside :attr:`folder`)."""
+        return self.out_dir / Path(staged).relative_to(self.folder)
+
+    def commit(self, remove: Iterable = ()) -> None:
+        """Move every staged file into place, then delete the files of ``remove`` (outputs of
+        an earlier run that the new ones make stale)."""
+        staged = sorted(p for p in self.folder.rglob("*") if p.is_file())
+        with _interrupts_deferred():
+            for path in staged:
+                target = self.target(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.is_file():
+                    os.chmod(path, _file_mode(target))  # a replaced file keeps its mode
+                os.replace(path, target)
+            for path in remove:
+                Path(path).unlink(missing_ok=True)
+            self.committed = True
+
+    def __exit__(self, exc_type, error, traceback) -> bool:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if not self.committed:
+            for folder in self._created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        staged = self._staged_name(error)
+        if staged is not None:  # name the output file, not its staged copy
+            raise OSError(error.errno, error.strerror, str(self.target(staged))) from error
+        return False
+
+    def _staged_name(self, error) -> Optional[Path]:
+        """The staged file an ``OSError`` names, if it names one."""
+        if not isinstance(error, OSError) or error.errno is None or error.filename is None:
+            return None
+        path = Path(os.fsdecode(error.filename))
+        return path if self.folder is not None and self.folder in path.parents else None

@@ -5,6 +5,7 @@ failure (bad data, a bad config key or value, missing or unfitting weights, an o
 cannot be written) prints ``error: <file or key>: <problem>`` on stderr and exits with
 status 2. Anything else is a bug and keeps its traceback. ``--debug`` (any tool) or the
 environment variable ``SEG_PROJECT_DEBUG=1`` shows the traceback of expected failures too.
+A Ctrl-C prints ``interrupted`` (and what the tool kept, if it says) and exits with status 130.
 
 The tools' shared argparse types live here too (:func:`whole_number_at_least`,
 :func:`number_from_0_to_1`).
@@ -25,6 +26,7 @@ from .errors import ConfigError, UserInputError
 __all__ = [
     "DEBUG_ENV",
     "DEBUG_FLAG",
+    "EXIT_INTERRUPTED",
     "EXIT_USER_ERROR",
     "add_debug_argument",
     "as_user_error",
@@ -38,6 +40,7 @@ __all__ = [
 
 DEBUG_ENV = "SEG_PROJECT_DEBUG"
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 DEBUG_FLAG = "--debug"
 
 # Errors of yacs / Detectron2 config merging, recognised by their messages.
@@ -177,7 +180,8 @@ def run_tool(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
             parses it itself).
 
     Returns:
-        int: ``main``'s status, or 2 after printing ``error: <file or key>: <problem>``.
+        int: ``main``'s status, 2 after printing ``error: <file or key>: <problem>``, or 130
+        after printing ``interrupted[: <what was kept>]`` on a Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
@@ -185,6 +189,12 @@ def run_tool(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence
         argv = [a for a in argv if a != DEBUG_FLAG]
     try:
         status = main(argv)
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        sys.stdout.flush()
+        print("interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - sorted into expected and unexpected below
         if _exited_with_user_error(e) and not debug:
             return EXIT_USER_ERROR
