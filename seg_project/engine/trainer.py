@@ -28,6 +28,7 @@ from .hooks import (
     EpochScalarHook,
 )
 from .mixed_precision import MixedPrecisionTrainer
+from .report import choose_run_operating_point
 
 __all__ = ["CellsTrainer"]
 
@@ -42,6 +43,8 @@ class CellsTrainer(DefaultTrainer):
     - Keeps ``model_best.pth`` by ``TEST.BEST_METRIC``, ``model_final.pth``, and the newest
       ``SOLVER.CHECKPOINTS_TO_KEEP`` periodic checkpoints, all written atomically; stops
       early after ``TEST.EARLY_STOP_PATIENCE`` evaluations without improvement.
+    - At the end, chooses the run's operating point (``TEST.OPERATING_POINT``): the score
+      threshold of highest PQ on ``DATASETS.TEST[0]``, in ``operating_point.json``.
     - ``SOLVER.AMP.ENABLED`` works on CUDA (float16) and on CPUs (``SOLVER.AMP.CPU_DTYPE``).
     - Logs ``epoch e/E`` with Detectron2's ETA line, and ``epoch`` into ``metrics.json``.
     - Checkpoints hold the whole training state through this class's own
@@ -219,7 +222,10 @@ class CellsTrainer(DefaultTrainer):
         self.stop_reason = reason
 
     def train(self):
-        """Run training; like ``DefaultTrainer.train`` but able to stop early.
+        """Run training; like ``DefaultTrainer.train`` but able to stop early. A run that
+        trained chooses its operating point at the end (:func:`choose_run_operating_point`:
+        the score threshold of highest PQ on ``DATASETS.TEST[0]``, from the last evaluation's
+        predictions).
 
         Returns:
             The last evaluation results (dict), if any evaluation ran.
@@ -254,4 +260,5 @@ class CellsTrainer(DefaultTrainer):
                 raise
             finally:
                 self.after_train()
+        choose_run_operating_point(self.cfg)
         return getattr(self, "_last_eval_results", None)

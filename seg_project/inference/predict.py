@@ -1,5 +1,10 @@
 """From a trained model to ``test-results.json`` (and the other ``--format`` outputs, see
-:mod:`seg_project.export.formats`): resolve the inputs, predict, write, check."""
+:mod:`seg_project.export.formats`): resolve the inputs, predict, write, check.
+
+The submission holds every detection above ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` (AP wants
+them all); the per-image exports hold the cells: the detections at or above the export
+threshold (``tools/predict.py``: the run's operating point by default), painted under the
+overlap rule."""
 
 import logging
 from dataclasses import dataclass, field
@@ -10,6 +15,7 @@ from tqdm import tqdm
 
 from ..data.catalog import distinct_colors
 from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, read_image_size
+from ..data.instance_map import NO_RULE, OverlapRule
 from ..data.reader import load_test_images
 from ..export.formats import FORMATS, check_export_targets, write_exports
 from ..submission import (
@@ -126,6 +132,8 @@ def run_prediction(
     num_classes: Optional[int] = None,
     formats: Sequence[str] = ("coco",),
     object_type: str = "detection",
+    export_threshold: float = 0.0,
+    overlap_rule: OverlapRule = NO_RULE,
 ) -> PredictionJob:
     """Predict every image of ``job``, write ``test-results.json`` (and a zip), check it.
 
@@ -141,6 +149,9 @@ def run_prediction(
         formats: output formats (``coco``, ``geojson``, ``label-tiff``, ``course``).
         object_type: QuPath object type of the ``geojson`` features: ``"detection"`` or
             ``"annotation"`` (editable in QuPath).
+        export_threshold: the per-image formats (``geojson``, ``label-tiff``, ``course``)
+            hold the detections scoring at least this (the submission holds them all).
+        overlap_rule: the overlap rule of the per-image formats' instance maps.
 
     Raises:
         DatasetError: the output cannot be written, e.g. it exists and ``overwrite`` is False
@@ -159,7 +170,8 @@ def run_prediction(
     for path, entries in progress:
         predictions[by_path[path]] = entries
         job.written += write_exports(formats, out_dir, path, entries, *sizes[by_path[path]],
-                                     class_names, colors, object_type)
+                                     class_names, colors, object_type, export_threshold,
+                                     overlap_rule)
     job.images_without_detections = [i for i, entries in predictions.items() if not entries]
     job.capped = log_capped([len(entries) for entries in predictions.values()],
                             predictor.cfg.TEST.DETECTIONS_PER_IMAGE, logger)
