@@ -142,6 +142,8 @@ def add_seg_project_config(cfg):
     _C.TEST.OPERATING_POINT.SCORE_THRESHOLD = -1.0
     # Written by the search: the dataset the threshold was chosen on.
     _C.TEST.OPERATING_POINT.DATASET = ""
+    # The mask head's probability at which a pixel is inside a predicted mask.
+    _C.TEST.MASK_THRESHOLD = 0.5
     # Test-time augmentation also flips top-bottom (TEST.AUG.FLIP is the left-right flip).
     _C.TEST.AUG.VFLIP = True
 

@@ -158,10 +158,11 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops, images
-        larger than ``TEST.TILE.SIZE`` are predicted in tiles."""
+        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops
+        (binarised at ``TEST.MASK_THRESHOLD``), images larger than ``TEST.TILE.SIZE`` are
+        predicted in tiles."""
         if not isinstance(model, RLEOutputModel):
-            model = RLEOutputModel(model, tiler=TiledInference.from_config(cfg))
+            model = RLEOutputModel(model, cfg.TEST.MASK_THRESHOLD, TiledInference.from_config(cfg))
         return super().test(cfg, model, evaluators)
 
     @classmethod
@@ -174,7 +175,8 @@ class CellsTrainer(DefaultTrainer):
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, TTA_INFERENCE_DIR,
                                                                   name))
                       for name in cfg.DATASETS.TEST]
-        results = super().test(cfg, CellsTTA(cfg, model), evaluators)
+        results = super().test(cfg, CellsTTA(cfg, model, mask_threshold=cfg.TEST.MASK_THRESHOLD),
+                               evaluators)
         if len(cfg.DATASETS.TEST) == 1:
             results = {cfg.DATASETS.TEST[0]: results}
         return {name: {f"{task}-TTA": metrics for task, metrics in res.items()}
