@@ -15,6 +15,7 @@ import yaml
 from conftest import QUICK_CONFIG, load_tool, tiny_opts
 from pycocotools.coco import COCO
 
+from seg_project.config import get_seg_project_cfg
 from seg_project.data.instance_map import DEFAULT_RULE
 from seg_project.data.score_threshold import (
     read_operating_point,
@@ -212,6 +213,29 @@ def test_the_tool_writes_the_point_beside_the_weights_and_in_config_yaml(known_r
     assert (known_run / "operating_point.json").stat().st_mtime_ns == before
 
 
+def test_a_run_from_before_operating_points_gets_its_point_applied(known_run, tmp_path):
+    """A config.yaml written before operating points (no TEST.INSTANCE_MAP) holds the default
+    of then, TEST.PATHOLOGY.SCORE_THRESHOLD 0.5, which would override the point: choosing one
+    sets it to -1. A threshold of a newer config is the user's and stays."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    for run in (old, new):
+        shutil.copytree(known_run, run, symlinks=True)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    del config["TEST"]["INSTANCE_MAP"]
+    config["TEST"]["PATHOLOGY"]["SCORE_THRESHOLD"] = 0.5
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    config = yaml.safe_load((new / "config.yaml").read_text())
+    config["TEST"]["PATHOLOGY"]["SCORE_THRESHOLD"] = 0.5
+    (new / "config.yaml").write_text(yaml.safe_dump(config))
+    for run, kept in ((old, -1.0), (new, 0.5)):
+        assert choose_operating_point(run)["score_threshold"] == 0.45
+        test = yaml.safe_load((run / "config.yaml").read_text())["TEST"]
+        assert test["PATHOLOGY"]["SCORE_THRESHOLD"] == kept
+        assert test["OPERATING_POINT"]["SCORE_THRESHOLD"] == 0.45
+        assert resolve_score_threshold(None, {"TEST": test}).value == \
+            (0.45 if kept < 0 else 0.5)
+
+
 def test_export_uses_the_runs_point_unless_told(known_run, synthetic_root, tmp_path, capsys):
     """tools/export.py on a results file of the test images: per image a cell at 0.6 and one
     at 0.3; the run's operating point (0.45) exports the first only, --score-threshold both."""
@@ -267,6 +291,14 @@ def test_predict_exports_at_the_point_beside_the_weights(known_run, synthetic_ro
     assert "Exported cells: score >= 0.45 (operating point chosen on cells_val" in printed
     labels = json.loads((tmp_path / "op" / "labels" / f"{image.stem}_labels.json").read_text())
     assert all(i["score"] >= 0.45 for i in labels["instances"])
+    # tools/export.py from that submission, at the same point, writes the same files.
+    assert load_tool("export").main([
+        "--results", str(tmp_path / "op" / "test-results.json"), "--images", str(image.parent),
+        "--format", "label-tiff", "--out", str(tmp_path / "again"), "--run", str(known_run),
+        "--class-names", *get_seg_project_cfg().DATASETS.CELLS.CLASS_NAMES]) == 0
+    for suffix in ("_instances.tif", "_classes.tif", "_labels.json"):
+        assert (tmp_path / "again" / "labels" / f"{image.stem}{suffix}").read_bytes() == \
+            (tmp_path / "op" / "labels" / f"{image.stem}{suffix}").read_bytes(), suffix
     assert predict.main([*argv, "--out", str(tmp_path / "low"), "--export-threshold", "0.0",
                          *tiny_opts(synthetic_root, tmp_path)]) == 0
     assert "Exported cells: score >= 0 (--export-threshold)" in capsys.readouterr().out

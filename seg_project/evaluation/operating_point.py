@@ -9,7 +9,9 @@ evaluation, against that dataset's ground truth), without running the model agai
 the threshold of highest PQ (ties: the lowest threshold). It writes ``operating_point.json``
 beside the weights (the grid's PQ, DQ, SQ, AJI, mPQ and F1 per threshold, the choice, the
 dataset and the rule; see :mod:`seg_project.data.score_threshold`) and records the choice in
-the run's ``config.yaml`` (``TEST.OPERATING_POINT.SCORE_THRESHOLD`` and ``.DATASET``).
+the run's ``config.yaml`` (``TEST.OPERATING_POINT.SCORE_THRESHOLD`` and ``.DATASET``). A run
+trained before operating points existed wrote ``TEST.PATHOLOGY.SCORE_THRESHOLD: 0.5`` (the
+default then) into its ``config.yaml``, which would override the point: it is set to -1 there.
 
 The trainer does this at the end of training on ``DATASETS.TEST[0]`` (the run's validation
 split); ``tools/choose_operating_point.py RUN_DIR`` does it for any run folder. A threshold
@@ -22,6 +24,7 @@ whatever the number of thresholds and rules scored (:func:`sweep`).
 
 import logging
 import math
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
@@ -260,13 +263,30 @@ def choose_operating_point(run_dir, dataset: Optional[str] = None,
     point = _finite(point)
     if record:
         path = write_operating_point(run_dir, point)
-        update_run_config(run_dir, {"TEST.OPERATING_POINT.SCORE_THRESHOLD":
-                                    best["score_threshold"],
-                                    "TEST.OPERATING_POINT.DATASET": dataset})
+        values = {"TEST.OPERATING_POINT.SCORE_THRESHOLD": best["score_threshold"],
+                  "TEST.OPERATING_POINT.DATASET": dataset}
+        if _predates_operating_points(run_dir):
+            values["TEST.PATHOLOGY.SCORE_THRESHOLD"] = -1.0
+            logger.info("The run's config.yaml predates operating points: its "
+                        "TEST.PATHOLOGY.SCORE_THRESHOLD 0.5 was the default then, and is set to "
+                        "-1 so that the operating point applies")
+        update_run_config(run_dir, values)
         logger.info(f"Operating point: score >= {best['score_threshold']:g} ({CRITERION} "
                     f"{best[CRITERION]:.4f} on {dataset}, {rule.describe()}); written to "
                     f"{path} and the run's config.yaml")
     return point
+
+
+def _predates_operating_points(run_dir) -> bool:
+    """Whether a run's ``config.yaml`` was written before operating points existed (no
+    ``TEST.INSTANCE_MAP``) with the default of then, ``TEST.PATHOLOGY.SCORE_THRESHOLD`` 0.5
+    (every key is written, so that 0.5 was no choice of the user's)."""
+    from ..config import read_config_dict
+    from ..utils.run_files import CONFIG_FILE
+
+    test = read_config_dict(Path(run_dir) / CONFIG_FILE).get("TEST") or {}
+    return "INSTANCE_MAP" not in test and (test.get("PATHOLOGY") or {}).get(
+        "SCORE_THRESHOLD") == 0.5
 
 
 def _finite(value):
