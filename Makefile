@@ -43,22 +43,23 @@ demo: $(STAMP)
 	@echo "== 3/6 writing the submission for the test images with the best model"
 	$(PY) tools/predict.py --config-file $(DEMO_CONFIG) --weights $(DEMO_DIR)/train/model_best.pth \
 		--images $(DEMO_DIR)/data/test_release --id-map $(DEMO_DIR)/data/test_image_name_to_ids.json \
-		--out $(DEMO_DIR)/submission --zip
-	@echo "== 4/6 drawing ground truth next to predictions (validation images)"
+		--out $(DEMO_DIR)/submission --zip --format coco geojson label-tiff
+	@echo "== 4/6 drawing ground truth next to predictions (validation images, at the run's operating point)"
 	$(PY) tools/visualize.py --config-file $(DEMO_CONFIG) --weights $(DEMO_DIR)/train/model_best.pth \
-		--dataset cells_val --score-threshold 0.3 --out $(DEMO_DIR)/pictures/val \
+		--dataset cells_val --out $(DEMO_DIR)/pictures/val \
 		DATASETS.CELLS.ROOT $(DEMO_DIR)/data
-	@echo "== 5/6 drawing the submission's predictions (test images)"
+	@echo "== 5/6 drawing the submission's predictions (test images, at the run's operating point)"
 	$(PY) tools/visualize.py --results $(DEMO_DIR)/submission/test-results.json \
 		--images $(DEMO_DIR)/data/test_release --id-map $(DEMO_DIR)/data/test_image_name_to_ids.json \
-		--score-threshold 0.3 --out $(DEMO_DIR)/pictures/test
+		--config-file $(DEMO_DIR)/train/config.yaml --out $(DEMO_DIR)/pictures/test
 	@echo "== 6/6 plotting the training curves"
 	$(PY) tools/plot_curves.py $(DEMO_DIR)/train --out $(DEMO_DIR)/curves
 	@echo
 	@echo "Demo done. Everything is in $(DEMO_DIR)/:"
 	@echo "  data/        the generated dataset (course layout)"
 	@echo "  train/       the run: report.html, log.txt, metrics.json, model_best.pth, config.yaml"
-	@echo "  submission/  test-results.json and test-results.zip (checked)"
+	@echo "  submission/  test-results.json and test-results.zip (checked); geojson/ and labels/:"
+	@echo "               the test images' cells at the run's operating point (train/operating_point.json)"
 	@echo "  pictures/    val/ (ground truth | prediction) and test/ (predictions)"
 	@echo "  curves/      loss.png, ap.png, lr.png, pathology.png, ... and summary.md"
 	@echo

@@ -8,8 +8,10 @@ and their resolution.
   readers of YAML in the project;
 - :func:`check_config`: values that would otherwise fail deep inside a run; each check is
   written once (:func:`check_class_names`, :func:`check_step_fractions`, ...);
-- :func:`register_datasets_from_config`: the cells_* datasets for ``DATASETS.CELLS``;
-  :func:`resolve_epochs`: ``SOLVER.EPOCHS`` turned into iterations.
+- :func:`register_datasets_from_config`: the cells_* datasets for ``DATASETS.CELLS``
+  (:func:`register_run_datasets`: as a run folder saw them); :func:`resolve_epochs`:
+  ``SOLVER.EPOCHS`` turned into iterations; :func:`update_run_config`: keys set in a run's
+  ``config.yaml`` after the fact (the operating point).
 
 Detectron2 is imported when a config is built, not with this module, so that tools which only
 read a run's ``config.yaml`` stay light.
@@ -18,6 +20,7 @@ read a run's ``config.yaml`` stay light.
 import difflib
 import math
 import os
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 import yaml
@@ -34,12 +37,15 @@ __all__ = [
     "check_class_names",
     "check_config",
     "check_cpu_dtype",
+    "check_instance_outputs",
     "check_step_fractions",
     "get_seg_project_cfg",
     "load_config",
     "read_config_dict",
     "register_datasets_from_config",
+    "register_run_datasets",
     "resolve_epochs",
+    "update_run_config",
 ]
 
 # The values of SOLVER.AMP.CPU_DTYPE (see its comment in add_seg_project_config).
@@ -51,6 +57,8 @@ BEST_METRIC_MODES = ("max", "min")
 def add_seg_project_config(cfg):
     """Add seg_project's keys (with their defaults) to a Detectron2 config, in place."""
     from detectron2.config import CfgNode as CN
+
+    from .data.instance_map import DEFAULT_RULE
 
     _C = cfg
 
@@ -113,8 +121,29 @@ def add_seg_project_config(cfg):
     _C.TEST.PATHOLOGY = CN()
     # Compute PQ, SQ, DQ, AJI, AJI+, Dice, F1 and mPQ with every evaluation (pathology/...).
     _C.TEST.PATHOLOGY.ENABLED = True
-    # Predictions with a score below this are left out of the pathology metrics.
-    _C.TEST.PATHOLOGY.SCORE_THRESHOLD = 0.5
+    # Detections scoring below this are no cells: left out of the pathology metrics, the
+    # label TIFF / GeoJSON exports, the pictures and the report; -1: the run's operating
+    # point (TEST.OPERATING_POINT, or operating_point.json beside the weights), else 0.5.
+    _C.TEST.PATHOLOGY.SCORE_THRESHOLD = -1.0
+    _C.TEST.INSTANCE_MAP = CN()
+    # Cells are painted in descending score order; one left with less than this fraction of
+    # its own pixels by the higher-scored ones is dropped (0: only fully covered ones are).
+    _C.TEST.INSTANCE_MAP.MIN_VISIBLE_FRACTION = DEFAULT_RULE.min_visible_fraction
+    # A cell whose mask IoU with a higher-scored kept one exceeds this is dropped (1.0: off).
+    _C.TEST.INSTANCE_MAP.MAX_MASK_IOU = DEFAULT_RULE.max_mask_iou
+    _C.TEST.OPERATING_POINT = CN()
+    # At the end of training, choose the score threshold of highest PQ on DATASETS.TEST[0]
+    # (operating_point.json beside the weights; tools/choose_operating_point.py does it later).
+    _C.TEST.OPERATING_POINT.ENABLED = True
+    # The score thresholds tried.
+    _C.TEST.OPERATING_POINT.GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+    # Written by the search into the run's config.yaml, not set by users: the chosen score
+    # threshold (-1: none chosen).
+    _C.TEST.OPERATING_POINT.SCORE_THRESHOLD = -1.0
+    # Written by the search: the dataset the threshold was chosen on.
+    _C.TEST.OPERATING_POINT.DATASET = ""
+    # The mask head's probability at which a pixel is inside a predicted mask.
+    _C.TEST.MASK_THRESHOLD = 0.5
     # Test-time augmentation also flips top-bottom (TEST.AUG.FLIP is the left-right flip).
     _C.TEST.AUG.VFLIP = True
 
@@ -305,10 +334,33 @@ def check_best_metric_mode(value: str) -> None:
         raise ConfigError("TEST.BEST_METRIC_MODE", f"must be max or min, got {value!r}")
 
 
+def check_instance_outputs(cfg) -> None:
+    """``TEST.PATHOLOGY.SCORE_THRESHOLD`` is -1 or in [0, 1], and ``TEST.INSTANCE_MAP``'s
+    overlap rule is valid (see :class:`seg_project.data.instance_map.OverlapRule`).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    from .data.instance_map import OverlapRule
+
+    threshold = cfg.TEST.PATHOLOGY.SCORE_THRESHOLD
+    if threshold != -1 and not 0 <= threshold <= 1:
+        raise ConfigError("TEST.PATHOLOGY.SCORE_THRESHOLD", f"must be -1 (the operating point) "
+                                                            f"or in [0, 1], got {threshold}")
+    node = cfg.TEST.INSTANCE_MAP
+    for key, value in (("MIN_VISIBLE_FRACTION", node.MIN_VISIBLE_FRACTION),
+                       ("MAX_MASK_IOU", node.MAX_MASK_IOU)):
+        try:
+            OverlapRule(**{key.lower(): value})
+        except ValueError as e:
+            raise ConfigError(f"TEST.INSTANCE_MAP.{key}", str(e).split(" ", 1)[1]) from None
+
+
 def check_config(cfg, eval_only: bool = False) -> None:
     """Check the values that would otherwise fail deep inside a run (or silently do the wrong
     thing): class names vs. classes, ``SOLVER.AMP.CPU_DTYPE``, ``TEST.BEST_METRIC_MODE``,
-    ``SOLVER.STEP_FRACTIONS``, ``SOLVER.IMS_PER_BATCH``, the datasets to train on
+    ``SOLVER.STEP_FRACTIONS``, the cells' score threshold and overlap rule,
+    ``SOLVER.IMS_PER_BATCH``, the datasets to train on
     (``eval_only``: to evaluate) and an ``OUTPUT_DIR`` that cannot be a folder.
 
     Raises:
@@ -318,6 +370,7 @@ def check_config(cfg, eval_only: bool = False) -> None:
     check_cpu_dtype(cfg.SOLVER.AMP.CPU_DTYPE)
     check_best_metric_mode(cfg.TEST.BEST_METRIC_MODE)
     check_step_fractions(cfg)
+    check_instance_outputs(cfg)
     if cfg.SOLVER.IMS_PER_BATCH < 1:
         raise ConfigError("SOLVER.IMS_PER_BATCH", f"must be at least 1, got "
                                                   f"{cfg.SOLVER.IMS_PER_BATCH}")
@@ -352,6 +405,58 @@ def register_datasets_from_config(cfg) -> None:
         val_list=cells.VAL_LIST or None,
         cache_dir=False if cache == "off" else (cache or None),
     )
+
+
+def register_run_datasets(run_dir):
+    """Register the datasets of a run folder as the run saw them: its ``config.yaml``, with
+    its ``cells_split.json`` as ``DATASETS.CELLS.VAL_LIST`` when the config names none, so
+    that ``cells_val`` holds the very images the run evaluated.
+
+    Returns:
+        the run's config (not frozen).
+
+    Raises:
+        ConfigError: a missing or unreadable ``config.yaml``, or bad class names.
+    """
+    from .utils.run_files import CONFIG_FILE, SPLIT_FILE
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / CONFIG_FILE)
+    split_file = run_dir / SPLIT_FILE
+    if not cfg.DATASETS.CELLS.VAL_LIST and split_file.is_file():
+        cfg.DATASETS.CELLS.VAL_LIST = str(split_file)
+    register_datasets_from_config(cfg)
+    return cfg
+
+
+def update_run_config(run_dir, values: Dict[str, object]) -> Path:
+    """Set keys of a run's ``config.yaml`` (e.g. the operating point), rewriting it atomically
+    as Detectron2 writes it.
+
+    Args:
+        run_dir: the run folder.
+        values: dotted key -> value (keys that exist in the config).
+
+    Returns:
+        Path: the ``config.yaml`` written.
+
+    Raises:
+        ConfigError: a missing or unreadable ``config.yaml``, or an unknown key.
+    """
+    from .utils.atomic_files import write_text
+    from .utils.run_files import CONFIG_FILE
+
+    path = Path(run_dir) / CONFIG_FILE
+    cfg = load_config(path)
+    for key, value in values.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise ConfigError(key, "no such config key")
+        node[leaf] = value
+    return write_text(path, cfg.dump())
 
 
 def resolve_epochs(cfg, num_train_images: int) -> str:

@@ -21,8 +21,9 @@ from seg_project.visualization import picture_shape
 predict_tool = load_tool("predict")
 
 # The 4-iteration model of the `trained_run` fixture is barely trained: its detections score
-# low, so these tests keep all of them (threshold 0). What they test is the pipeline.
-LOW_THRESHOLD = ["--score-threshold", "0.0"]
+# low, so these tests keep all of them (threshold 0, in the submission and the exports). What
+# they test is the pipeline.
+LOW_THRESHOLD = ["--score-threshold", "0.0", "--export-threshold", "0.0"]
 
 
 def predict_argv(synthetic_root, trained_run, out, *extra):
@@ -280,9 +281,10 @@ def test_geojson_objects_are_detections_unless_asked():
 
 
 def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tmp_path, capsys):
-    """--format coco geojson label-tiff course: the same detections in each format (one
-    GeoJSON feature per non-empty mask, label maps, a course-layout dataset the reader loads
-    again); an existing course folder is kept without --overwrite."""
+    """--format coco geojson label-tiff course: every detection in the submission, the cells
+    (one per nucleus, under the overlap rule) in the other formats: one GeoJSON feature per
+    instance of the label maps, a course-layout dataset the reader loads again; an existing
+    course folder is kept without --overwrite."""
     from seg_project.data.image_io import read_mask
     from seg_project.data.reader import load_annotated_split
 
@@ -303,11 +305,18 @@ def test_every_output_format_from_one_prediction(synthetic_root, trained_run, tm
             {"size": e["segmentation"]["size"], "counts": e["segmentation"]["counts"].encode()})]
         collection = json.loads((out / "geojson" / f"{image.stem}.geojson").read_text())
         assert collection["type"] == "FeatureCollection"
-        assert len(collection["features"]) == len(nonempty)
         instances = read_mask(out / "labels" / f"{image.stem}_instances.tif")
         classes = read_mask(out / "labels" / f"{image.stem}_classes.tif")
         assert instances.shape == classes.shape == tuple(own[0]["segmentation"]["size"])
         assert ((instances > 0) == (classes > 0)).all() and instances.max() <= len(nonempty)
+        # The GeoJSON and the label TIFFs hold the same cells, each a submission entry.
+        assert len(collection["features"]) == instances.max()
+        assert sorted(f["properties"]["measurements"]["score"]
+                      for f in collection["features"]) == sorted(
+            i["score"] for i in json.loads((out / "labels" / f"{image.stem}_labels.json")
+                                           .read_text())["instances"])
+        assert {f["properties"]["measurements"]["score"] for f in collection["features"]} \
+            <= {e["score"] for e in nonempty}
         # editable QuPath annotations, as asked for
         assert {f["properties"]["objectType"] for f in collection["features"]} <= {"annotation"}
         # the label TIFFs' numbers named in their sidecar

@@ -28,6 +28,7 @@ from seg_project.analysis.report import SECTION_IDS, format_metric, last_evaluat
 from seg_project.analysis.report_dataset import PANEL_SIZE, pick_best_worst
 from seg_project.analysis.report_run import read_environment, read_timing
 from seg_project.data.image_io import read_image
+from seg_project.data.instance_map import OverlapRule, cell_entries
 from seg_project.evaluation.confusion import confusion_matrix, format_confusion, match_greedy
 from seg_project.utils.errors import DatasetError
 
@@ -190,13 +191,21 @@ def test_confusion_counts_every_instance_once(report, trained_run):
     matrix = page.confusion(k + 1)
     assert (matrix >= 0).all()
     assert matrix[k, k] == 0
-    threshold = _config(trained_run)["TEST"]["PATHOLOGY"]["SCORE_THRESHOLD"]
+    # The report's cells: at the run's operating point (chosen at the end of training), under
+    # its overlap rule.
+    point = json.loads((trained_run / "operating_point.json").read_text())
+    threshold, rule = point["score_threshold"], OverlapRule.from_dict(point["overlap_rule"])
+    assert _config(trained_run)["TEST"]["PATHOLOGY"]["SCORE_THRESHOLD"] == -1  # not set
     results = json.loads((trained_run / "inference" / "cells_val"
                           / "coco_instances_results.json").read_text())
+    cells = [cell for image_id in coco_gt.getImgIds() for cell in cell_entries(
+        [e for e in results if e["image_id"] == image_id], coco_gt.imgs[image_id]["height"],
+        coco_gt.imgs[image_id]["width"], threshold, rule)]
     matched = matrix[:k, :k].sum()
     assert matched + matrix[:k, k].sum() == len(coco_gt.getAnnIds())
-    assert matched + matrix[k, :k].sum() == sum(e["score"] >= threshold for e in results)
-    assert (matrix == confusion_matrix(coco_gt, results, class_names, threshold)).all()
+    assert matched + matrix[k, :k].sum() == len(cells)
+    assert len(cells) <= sum(e["score"] >= threshold for e in results)
+    assert (matrix == confusion_matrix(coco_gt, cells, class_names, threshold)).all()
     # The tiny model scores below the threshold: at 0 every prediction takes part.
     everything = confusion_matrix(coco_gt, results, class_names, 0.0)
     assert everything[:k, :k].sum() + everything[k, :k].sum() == len(results)
@@ -212,8 +221,13 @@ def test_best_and_worst_images_carry_their_pq(report, trained_run):
     assert {card["alt"] for card in page.cards} == set(val_names)
     pqs = [float(card["data-pq"]) for card in page.cards]
     assert pqs[0] >= pqs[1]
-    assert np.mean(pqs) == pytest.approx(_last_eval_line(trained_run)["pathology/PQ"],
-                                         abs=1e-5)
+    # At the run's operating point: the PQ the end of training chose it by...
+    point = json.loads((trained_run / "operating_point.json").read_text())
+    assert np.mean(pqs) == pytest.approx(point["best"]["PQ"], abs=1e-5)
+    # ...which is the evaluator's own when the point is the threshold it logged at.
+    last = _last_eval_line(trained_run)
+    if point["score_threshold"] == last["pathology/score_threshold"]:
+        assert np.mean(pqs) == pytest.approx(last["pathology/PQ"], abs=1e-5)
 
 
 def test_headline_comes_first_and_settings_are_folded_away(report, trained_run):

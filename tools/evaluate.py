@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "--config-file)")
     parser.add_argument("--pathology-threshold", type=float,
                         help="score threshold of the pathology metrics (default: the "
-                             "config's TEST.PATHOLOGY.SCORE_THRESHOLD, 0.5)")
+                             "config's TEST.PATHOLOGY.SCORE_THRESHOLD if set, else the "
+                             "operating point a run's config.yaml records, else 0.5)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
     return parser
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     import seg_project  # noqa: F401  (quiets import warnings)
     from seg_project.config import load_config, register_datasets_from_config
+    from seg_project.data.instance_map import OverlapRule
+    from seg_project.data.score_threshold import resolve_score_threshold
     from seg_project.evaluation.predictions import format_tables
     from seg_project.evaluation.results_file import evaluate_results_file
 
@@ -71,13 +74,14 @@ def main(argv=None) -> int:
     register_datasets_from_config(cfg)
     # the project's configs keep 1000 detections per image (Detectron2's own default is 100)
     high_cap = args.high_cap or (cfg.TEST.DETECTIONS_PER_IMAGE if args.config_file else 1000)
-    threshold = (args.pathology_threshold if args.pathology_threshold is not None
-                 else cfg.TEST.PATHOLOGY.SCORE_THRESHOLD)
+    threshold = resolve_score_threshold(args.pathology_threshold, cfg,
+                                        flag="--pathology-threshold").value
     cache = cfg.DATASETS.CELLS.CACHE_DIR
     metrics = evaluate_results_file(
         args.results, args.dataset or args.gt, list(cfg.DATASETS.CELLS.CLASS_NAMES),
         bbox_format=args.bbox_format, high_cap=high_cap, fast=cfg.TEST.FAST_COCO_EVAL,
-        pathology_threshold=threshold, cache_dir=False if cache == "off" else (cache or None))
+        pathology_threshold=threshold, cache_dir=False if cache == "off" else (cache or None),
+        overlap_rule=OverlapRule.from_config(cfg))
     if args.json:  # NaN (nothing to compute, e.g. a class without instances) as null
         print(json.dumps(_nan_to_none(metrics), indent=2, allow_nan=False))
     else:

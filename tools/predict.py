@@ -8,6 +8,11 @@ Examples:
         --out output/submission --zip
     python tools/predict.py --config-file ... --weights ... --images a.tif b.tif --out preds
 
+The submission (coco) keeps every detection; the per-image exports (geojson, label-tiff,
+course) hold the cells: the detections at or above --export-threshold (default: the run's
+operating point, operating_point.json beside --weights), one per nucleus (the overlap rule
+of TEST.INSTANCE_MAP). One run thus gives a complete submission and clean exports.
+
 Inputs (every image read once: readable, within the pixel limit, a supported shape, channels
 and colour mode), the output folder and the weights are checked before any inference; bad ones
 stop it with ``error: <file or key>: <problem>`` and exit status 2. Outputs are moved into
@@ -20,7 +25,7 @@ import sys
 import seg_project  # noqa: F401  (registers datasets when Detectron2 loads, quiets warnings)
 from seg_project.export.formats import FORMATS
 from seg_project.export.geojson import OBJECT_TYPES
-from seg_project.utils.cli import add_debug_argument, run_tool
+from seg_project.utils.cli import add_debug_argument, number_from_0_to_1, run_tool
 
 
 def build_parser():
@@ -44,7 +49,13 @@ def build_parser():
     parser.add_argument("--object-type", choices=OBJECT_TYPES, default=OBJECT_TYPES[0],
                         help="QuPath object type of the geojson features: detection (default; "
                              "light, not editable) or annotation (editable by curators)")
-    parser.add_argument("--score-threshold", type=float, help="default: the config's")
+    parser.add_argument("--score-threshold", type=float,
+                        help="the submission's detections (default: the config's "
+                             "MODEL.ROI_HEADS.SCORE_THRESH_TEST)")
+    parser.add_argument("--export-threshold", type=number_from_0_to_1,
+                        help="the cells of --format geojson/label-tiff/course (default: "
+                             "TEST.PATHOLOGY.SCORE_THRESHOLD if set, else the run's operating "
+                             "point beside --weights, else 0.5)")
     parser.add_argument("--max-detections", type=int, help="per image; default: the config's")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: flips and TEST.AUG.MIN_SIZES scales")
@@ -61,6 +72,8 @@ def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     # Detectron2 and torch load after the command line is read (--help answers at once).
     from seg_project.config import load_config, register_datasets_from_config
+    from seg_project.data.instance_map import OverlapRule
+    from seg_project.data.score_threshold import resolve_score_threshold
     from seg_project.inference.predict import (
         check_images,
         check_outputs,
@@ -77,13 +90,19 @@ def _main(argv) -> int:
                   [path for _, path, _, _ in job.images])
     check_images(job)
     print(f"{len(job.images)} images; ids from {job.id_source}")
+    rule = OverlapRule.from_config(cfg)
+    export_threshold = resolve_score_threshold(args.export_threshold, cfg, args.weights,
+                                               flag="--export-threshold")
+    if set(formats) - {"coco"}:
+        print(f"Exported cells: {export_threshold.describe()}; {rule.describe()}")
     predictor = Predictor(cfg, weights=args.weights, device=args.device, tta=args.tta,
                           score_threshold=args.score_threshold,
                           max_detections=args.max_detections)
     job = run_prediction(predictor, job, args.out, bbox_format=args.bbox_format,
                          make_zip=args.zip, batch_size=args.batch_size,
                          overwrite=args.overwrite, formats=formats,
-                         object_type=args.object_type)
+                         object_type=args.object_type,
+                         export_threshold=export_threshold.value, overlap_rule=rule)
     print(job.report)
     if job.images_without_detections:
         print(f"{len(job.images_without_detections)} image(s) without any detection: ids "

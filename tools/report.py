@@ -41,8 +41,9 @@ def _main(argv) -> int:
     parser.add_argument("--worst", type=int, default=3, metavar="N",
                         help="show the best and the worst N images by PQ (default 3)")
     parser.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                        help="score threshold of the confusion matrix and per-image metrics "
-                             "(default: the config's TEST.PATHOLOGY.SCORE_THRESHOLD)")
+                        help="the cells' score threshold: confusion matrix, per-image "
+                             "metrics and pictures (default: TEST.PATHOLOGY.SCORE_THRESHOLD if "
+                             "set, else the run's operating point, else 0.5)")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.worst < 1:

@@ -2,7 +2,10 @@
 """Draw predictions, from a COCO results JSON or from a trained model, one PNG per image.
 
 With a dataset that has ground truth (--dataset cells_val, or --gt-root ROOT), each picture
-shows the ground truth (left) and the predictions (right), double width.
+shows the ground truth (left) and the predictions (right), double width. The predictions
+drawn are the cells: those scoring at least the threshold, one per nucleus (the overlap rule
+of the config's TEST.INSTANCE_MAP, else the default), each with the pixels the pathology
+metrics and the exports give it.
 
 Examples:
     # a results JSON (e.g. test-results.json) over the test images; image ids from the
@@ -45,8 +48,10 @@ def _main(argv) -> int:
                         help="course-layout folder with ground truth (ROOT/--split is read)")
     parser.add_argument("--bbox-format", choices=visualization.BBOX_FORMATS, default="auto",
                         help="box layout in --results (default auto: compared with the masks)")
-    parser.add_argument("--score-threshold", type=float, default=0.5,
-                        help="draw predictions scoring at least this (default 0.5)")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="draw predictions scoring at least this (default: the config's "
+                             "TEST.PATHOLOGY.SCORE_THRESHOLD if set, else the run's operating "
+                             "point, in its config.yaml or beside --weights, else 0.5)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, ... (default: the config's MODEL.DEVICE)")
     visualization.add_picture_arguments(parser)

@@ -484,8 +484,11 @@ def plot_pathology(runs: Sequence[RunCurves], colors, path: Path) -> Optional[Pa
         ax.set_ylabel(f"{name} (fraction)")
     for ax in axes[-1]:
         ax.set_xlabel(xlabel)
-    fig.suptitle("Validation pathology metrics (predictions with score >= "
-                 "TEST.PATHOLOGY.SCORE_THRESHOLD)")
+    thresholds = sorted({float(v) for run in runs
+                         for v in run.series.get("pathology/score_threshold", ([], []))[1]})
+    counted = (f"score >= {', '.join(f'{t:g}' for t in thresholds)}" if thresholds
+               else "score >= TEST.PATHOLOGY.SCORE_THRESHOLD")
+    fig.suptitle(f"Validation pathology metrics (predictions with {counted})")
     _eval_legend(fig, runs, colors, ["pathology"], drawn)
     return _save(fig, path)
 

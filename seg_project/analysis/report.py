@@ -15,11 +15,12 @@ sections, in this order, each an element whose ``id`` is stable (:data:`SECTION_
 - ``curves``: loss, loss components, learning rate and AP per evaluation
   (:func:`seg_project.analysis.plots.plot_runs`), and PQ / AJI / Dice / F1 / mPQ per
   evaluation when logged;
-- ``confusion``: the class confusion matrix of the evaluated dataset's predictions
-  (``inference/<dataset>/coco_instances_results.json``, the last evaluation's) against its
-  ground truth (:mod:`seg_project.evaluation.confusion`), as a table and a heatmap;
-- ``best-worst``: the best and worst N images by per-image PQ, ground truth next to the
-  predictions, drawn at a readable size with their legends (:mod:`.report_dataset`);
+- ``confusion``: the class confusion matrix of the evaluated dataset's cells
+  (``inference/<dataset>/coco_instances_results.json``, the last evaluation's predictions, at
+  the cells' threshold under the overlap rule) against its ground truth
+  (:mod:`seg_project.evaluation.confusion`), as a table and a heatmap;
+- ``best-worst``: the best and worst N images by per-image PQ of the cells, ground truth next
+  to the cells, drawn at a readable size with their legends (:mod:`.report_dataset`);
 - ``run``: the run folder, iterations, evaluated dataset; timing and the training's
   environment (Python, PyTorch, Detectron2 versions, device, precision) from ``log.txt``
   (:mod:`.report_run`);
@@ -30,6 +31,13 @@ A section that cannot be made (no ``config.yaml``, no evaluation logged, no ``in
 folder, the dataset no longer readable...) is still on the page, saying why; the page lists
 the incomplete sections at its top. Only a missing or unreadable ``metrics.json`` stops the
 report (:class:`~seg_project.utils.errors.DatasetError` naming the file).
+
+The cells' threshold is the run's operating point unless one is given
+(:func:`seg_project.data.score_threshold.resolve_score_threshold`: ``score_threshold``, the
+config's ``TEST.PATHOLOGY.SCORE_THRESHOLD``, its ``TEST.OPERATING_POINT``, the run's
+``operating_point.json``, else 0.5), under the config's overlap rule (``TEST.INSTANCE_MAP``);
+the headline, the tables and the run section say which, and what the logged pathology metrics
+counted.
 
 The ground truth is read through the run's config: its datasets are registered again
 (:func:`seg_project.config.register_datasets_from_config`), with the run's
@@ -47,7 +55,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..config import read_config_dict
+from ..config import read_config_dict, register_run_datasets
+from ..data.instance_map import DEFAULT_RULE, NO_RULE, OverlapRule
+from ..data.score_threshold import (
+    DEFAULT_SCORE_THRESHOLD,
+    ScoreThreshold,
+    read_operating_point,
+    resolve_score_threshold,
+)
+from ..evaluation.pathology import setting_text
 from ..utils.atomic_files import write_text
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file, require_file
@@ -55,12 +71,12 @@ from ..utils.run_files import (
     CONFIG_FILE,
     INFERENCE_DIR,
     METRICS_FILE,
+    OPERATING_POINT_FILE,
     REPORT_FILE,
     RESULTS_FILE,
-    SPLIT_FILE,
 )
 from .curves import load_run
-from .report_html import Section, page
+from .report_html import Section, page, paragraph
 from .report_run import headline_section, read_environment, read_timing, run_section
 from .report_sections import (
     config_value,
@@ -127,27 +143,54 @@ def _choose_dataset(run_dir: Path, config: Optional[Dict],
                                  "not evaluated (yet), or TEST.EVAL_PERIOD is 0")
 
 
-def _register_datasets(run_dir: Path) -> None:
-    """Register the run's datasets (its config, its split)."""
-    from ..config import load_config, register_datasets_from_config
-
-    cfg = load_config(run_dir / CONFIG_FILE)
-    split_file = run_dir / SPLIT_FILE
-    if not cfg.DATASETS.CELLS.VAL_LIST and split_file.is_file():
-        cfg.DATASETS.CELLS.VAL_LIST = str(split_file)
-    register_datasets_from_config(cfg)
-
-
 def _problem(error: BaseException) -> str:
     from ..utils.cli import as_user_error
 
     return as_user_error(error, (ValueError, KeyError, AssertionError)) or repr(error)
 
 
+def _logged_setting(metrics: Dict[str, float], config: Optional[Dict]
+                    ) -> Tuple[float, OverlapRule]:
+    """The score threshold and overlap rule of the last evaluation's pathology metrics: as
+    logged beside them (``pathology/score_threshold``...), else (runs from before the overlap
+    rule) the config's threshold (0.5 when unset) and no rule."""
+    if "pathology/score_threshold" in metrics:
+        return (float(metrics["pathology/score_threshold"]),
+                OverlapRule(float(metrics.get("pathology/min_visible_fraction", 0.0)),
+                            float(metrics.get("pathology/max_mask_iou", 1.0))))
+    threshold = config_value(config, "TEST.PATHOLOGY.SCORE_THRESHOLD") if config else None
+    if threshold is None or float(threshold) < 0:
+        threshold = DEFAULT_SCORE_THRESHOLD
+    return float(threshold), NO_RULE
+
+
+def _cells_line(run_dir: Path, logged: Tuple[float, OverlapRule], cells: ScoreThreshold,
+                rule: OverlapRule) -> str:
+    """What the page's pathology figures count: the logged evaluation's setting, the cells
+    of the pictures and tables below, and the operating point when one was chosen."""
+    line = (f"Logged pathology metrics: {setting_text(*logged)}. The cells of the pictures, "
+            f"best/worst images and confusion below: {cells.describe()}; {rule.describe()}.")
+    try:
+        point = read_operating_point(run_dir)
+    except DatasetError as e:
+        return f"{line} {e}"
+    if point:
+        best = point.get("best") or {}
+        at_half = next((r for r in point.get("grid", []) if r.get("score_threshold") == 0.5),
+                       {})
+        pq = " ".join(p for p in (
+            f"PQ {best['PQ']:.4f} there" if best.get("PQ") is not None else "",
+            f"(PQ {at_half['PQ']:.4f} at 0.5)" if at_half.get("PQ") is not None else "") if p)
+        line += (f" Operating point: score >= {point['score_threshold']:g}, chosen on "
+                 f"{point.get('dataset', '?')}{': ' + pq if pq else ''} "
+                 f"({OPERATING_POINT_FILE}).")
+    return line
+
+
 def _dataset_sections(run_dir: Path, config: Optional[Dict], config_problem: str,
                       dataset: Optional[str], results: Optional[Path], why_not: str,
-                      class_names: Sequence[str], score_threshold: float, worst: int,
-                      logged_pq: Optional[float]) -> List[Section]:
+                      class_names: Sequence[str], score_threshold: float, rule: OverlapRule,
+                      worst: int, logged_pq: Optional[float]) -> List[Section]:
     """The confusion and best/worst sections, or both saying why they are missing."""
     from .report_dataset import best_worst_section, confusion_section, load_evaluated_set
 
@@ -155,7 +198,7 @@ def _dataset_sections(run_dir: Path, config: Optional[Dict], config_problem: str
         reason = why_not or f"the ground truth is read through the run's config: {config_problem}"
         return [Section(sid, title, missing=reason) for sid, title in _DATASET_SECTIONS]
     try:
-        _register_datasets(run_dir)
+        register_run_datasets(run_dir)
         evaluated = load_evaluated_set(dataset, results, class_names)
     except (DatasetError, ValueError, KeyError, AssertionError, OSError) as e:
         reason = f"cannot read the ground truth of {dataset}: {_problem(e)}"
@@ -163,8 +206,8 @@ def _dataset_sections(run_dir: Path, config: Optional[Dict], config_problem: str
         return [Section(sid, title, missing=reason) for sid, title in _DATASET_SECTIONS]
     sections = []
     for (sid, title), make in zip(_DATASET_SECTIONS, (
-            lambda: confusion_section(evaluated, score_threshold),
-            lambda: best_worst_section(evaluated, score_threshold, worst, logged_pq))):
+            lambda: confusion_section(evaluated, score_threshold, rule=rule),
+            lambda: best_worst_section(evaluated, score_threshold, worst, logged_pq, rule))):
         try:
             sections.append(make())
         except (DatasetError, ValueError, OSError) as e:
@@ -196,9 +239,11 @@ def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT
         dataset: the evaluated dataset to look at (default: the first of the config's
             ``DATASETS.TEST`` with predictions in ``inference/``).
         worst: N, the number of best and of worst images shown.
-        score_threshold: predictions scoring below it are left out of the confusion matrix and
-            the per-image metrics (default: the config's ``TEST.PATHOLOGY.SCORE_THRESHOLD``,
-            0.5 without a config).
+        score_threshold: predictions scoring below it are no cells: left out of the confusion
+            matrix, the per-image metrics and the pictures (default: the run's, see
+            :func:`seg_project.data.score_threshold.resolve_score_threshold`: the config's
+            ``TEST.PATHOLOGY.SCORE_THRESHOLD`` when set, else the run's operating point, else
+            0.5).
 
     Returns:
         str: the HTML document.
@@ -226,10 +271,9 @@ def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT
     if not class_names:
         class_names = list(dict.fromkeys(k.split("-", 1)[1] for k in metrics
                                          if k.startswith(("segm/AP50-", "pathology/PQ-"))))
-    config_threshold = config_value(config, "TEST.PATHOLOGY.SCORE_THRESHOLD") if config \
-        else None
-    if score_threshold is None:
-        score_threshold = float(config_threshold) if config_threshold is not None else 0.5
+    cells = resolve_score_threshold(score_threshold, config, run_dir, flag="score_threshold")
+    rule = OverlapRule.from_config(config) if config else DEFAULT_RULE
+    logged = _logged_setting(metrics, config)
     best_metric = (config_value(config, "TEST.BEST_METRIC") if config else None) or "segm/AP50"
     mode = (config_value(config, "TEST.BEST_METRIC_MODE") if config else None) or "max"
     logger.info(f"report: {run_dir}: headline, final metrics and curves")
@@ -239,20 +283,22 @@ def build_report(run_dir, *, dataset: Optional[str] = None, worst: int = DEFAULT
     headline = headline_section(metrics, evaluation, best_metric, best_line, dataset, timing,
                                 environment)
     sections = [
-        final_metrics_section(evaluation, metrics, class_names, best_line),
+        final_metrics_section(evaluation, metrics, class_names, best_line,
+                              setting_text(*logged)),
         curves_section(run, prefix, best_metric, mode),
     ]
-    # The evaluator's PQ is the mean of the per-image PQ at the config's threshold.
-    logged_pq = (metrics.get("pathology/PQ") if config_threshold is not None
-                 and float(config_threshold) == score_threshold else None)
+    headline.body += paragraph(_cells_line(run_dir, logged, cells, rule))
+    # The evaluator's PQ is the mean of the per-image PQ at its threshold and rule.
+    logged_pq = metrics.get("pathology/PQ") if logged == (cells.value, rule) else None
     sections += _dataset_sections(run_dir, config, config_problem, dataset, results, why_not,
-                                  class_names, score_threshold, worst, logged_pq)
+                                  class_names, cells.value, rule, worst, logged_pq)
     sections.append(run_section(timing, environment, [
         ("run folder", str(run_dir.resolve())),
         ("iterations logged", str(run.last_iteration + 1)),
         ("evaluated dataset", dataset or "none"),
         ("predictions", str(results) if results else "none"),
-        ("score threshold", f"{score_threshold:g}"),
+        ("score threshold", cells.describe()),
+        ("overlap rule", rule.describe()),
     ]))
     sections.append(settings_section(run_dir, config, config_problem))
     seconds = time.perf_counter() - start

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..data.instance_map import NO_RULE, OverlapRule, cell_entries
 from ..evaluation.confusion import DEFAULT_MATCH_IOU, confusion_labels, confusion_matrix
 from ..utils.errors import DatasetError
 from .report_html import Section, figure_png, image_png, img_tag, paragraph, table
@@ -123,14 +124,28 @@ def _heatmap(matrix: np.ndarray, class_names: Sequence[str]) -> bytes:
     return figure_png(fig, dpi=100)
 
 
+def _cells(evaluated: EvaluatedSet, score_threshold: float, rule: OverlapRule) -> List[Dict]:
+    """The entries that are cells (:func:`seg_project.data.instance_map.cell_entries`),
+    image by image."""
+    by_image: Dict[int, List[Dict]] = {}
+    for entry in evaluated.entries:
+        by_image.setdefault(entry["image_id"], []).append(entry)
+    cells = []
+    for image_id, entries in by_image.items():
+        info = evaluated.coco_gt.imgs[image_id]
+        cells += cell_entries(entries, info["height"], info["width"], score_threshold, rule)
+    return cells
+
+
 def confusion_section(evaluated: EvaluatedSet, score_threshold: float,
-                      iou: float = DEFAULT_MATCH_IOU) -> Section:
-    """The confusion matrix (:func:`seg_project.evaluation.confusion.confusion_matrix`) as a
-    table and a heatmap."""
+                      iou: float = DEFAULT_MATCH_IOU, rule: OverlapRule = NO_RULE) -> Section:
+    """The confusion matrix (:func:`seg_project.evaluation.confusion.confusion_matrix`) of
+    the cells (the predictions at or above ``score_threshold`` that ``rule`` keeps) as a table
+    and a heatmap."""
     start = time.perf_counter()
     names = evaluated.class_names
-    matrix = confusion_matrix(evaluated.coco_gt, evaluated.entries, names, score_threshold,
-                              iou)
+    matrix = confusion_matrix(evaluated.coco_gt, _cells(evaluated, score_threshold, rule),
+                              names, score_threshold, iou)
     k = len(names)
     matched = int(matrix[:k, :k].sum())
     correct = int(np.trace(matrix[:k, :k]))
@@ -140,8 +155,9 @@ def confusion_section(evaluated: EvaluatedSet, score_threshold: float,
                 f"instances ({time.perf_counter() - start:.1f} s)")
     section = Section("confusion", "Class confusion")
     section.notes.append(
-        f"{evaluated.dataset}: predictions with score \u2265 {score_threshold:g} matched "
-        f"one-to-one to the ground truth, class-agnostically, at mask IoU \u2265 {iou:g} "
+        f"{evaluated.dataset}: predictions with score \u2265 {score_threshold:g} "
+        f"({rule.describe()}) matched one-to-one to the ground truth, with their whole masks, "
+        f"class-agnostically, at mask IoU \u2265 {iou:g} "
         "(greedy by score). Rows: ground-truth class (last row: unmatched predictions); "
         "columns: predicted class (last column: unmatched ground truth).")
     share = f" ({100 * correct / matched:.1f}% of the matched)" if matched else ""
@@ -189,7 +205,7 @@ def pick_best_worst(per_image: Sequence[Dict], count: int):
 
 
 def _picture(evaluated: EvaluatedSet, image_id: int, entries: List[Dict],
-             score_threshold: float, max_bytes: int) -> bytes:
+             score_threshold: float, rule: OverlapRule, max_bytes: int) -> bytes:
     from ..data.image_io import read_image
     from ..visualization import DrawStyle, draw_ground_truth, draw_predictions, side_by_side
 
@@ -199,7 +215,8 @@ def _picture(evaluated: EvaluatedSet, image_id: int, entries: List[Dict],
     style = DrawStyle(labels=False, min_size=PANEL_SIZE, max_size=PANEL_SIZE, legend=True)
     truth = draw_ground_truth(image, record, evaluated.metadata, style)
     predicted = draw_predictions(image, entries, evaluated.metadata, score_threshold, style,
-                                 bbox_format="xywh", where=str(evaluated.results_file))
+                                 bbox_format="xywh", where=str(evaluated.results_file),
+                                 overlap_rule=rule)
     return image_png(side_by_side(truth, predicted), max_bytes, MAX_PICTURE_WIDTH)
 
 
@@ -218,7 +235,8 @@ def _card(evaluated: EvaluatedSet, metrics: Dict, png: bytes) -> str:
 
 
 def best_worst_section(evaluated: EvaluatedSet, score_threshold: float, count: int,
-                       logged_pq: Optional[float] = None) -> Section:
+                       logged_pq: Optional[float] = None,
+                       rule: OverlapRule = NO_RULE) -> Section:
     """The best and worst ``count`` images by per-image PQ, ground truth (left) next to the
     predictions (right), with their PQ, AJI, Dice and counts.
 
@@ -229,19 +247,21 @@ def best_worst_section(evaluated: EvaluatedSet, score_threshold: float, count: i
         count: N, the most images of each kind.
         logged_pq: ``pathology/PQ`` of the last evaluation, checked against the mean of the
             per-image PQ (None: not checked).
+        rule: the overlap rule of the cells (metrics and pictures).
     """
     from ..evaluation.predictions import pathology_metrics
 
     section = Section("best-worst", "Best and worst images by PQ")
     start = time.perf_counter()
     per_image = pathology_metrics(evaluated.coco_gt, evaluated.entries, evaluated.class_names,
-                                  score_threshold).per_image
+                                  score_threshold, rule=rule).per_image
     if not per_image:
         section.missing = f"{evaluated.dataset} has no images"
         return section
     mean_pq = float(np.mean([m["pq"] for m in per_image]))
     section.notes.append(f"{evaluated.dataset}: {len(per_image)} images, predictions with "
-                         f"score \u2265 {score_threshold:g}; mean PQ {mean_pq:.4f}. Left: "
+                         f"score \u2265 {score_threshold:g} ({rule.describe()}); mean PQ "
+                         f"{mean_pq:.4f}. Left: "
                          "ground truth; right: predictions; colors are classes, counted in "
                          "the legend under each half.")
     if logged_pq is not None and math.isfinite(logged_pq) and abs(logged_pq - mean_pq) > 1e-6:
@@ -258,7 +278,7 @@ def best_worst_section(evaluated: EvaluatedSet, score_threshold: float, count: i
             continue
         cards = [_card(evaluated, m, _picture(evaluated, m["image_id"],
                                               by_image.get(m["image_id"], []),
-                                              score_threshold, max_bytes))
+                                              score_threshold, rule, max_bytes))
                  for m in chosen]
         section.body += (f'<h3>{title} {len(chosen)}</h3><div class="cards" '
                          f'id="{title.lower()}-images">{"".join(cards)}</div>\n')

@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import tempfile
+from html import escape
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +38,10 @@ logger = logging.getLogger(__name__)
 EVAL_TASKS = ("segm", "bbox", "pathology")
 COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 PATHOLOGY_COLUMNS = ("PQ", "SQ", "DQ", "AJI", "AJI+", "Dice", "F1", "mPQ")
+# The keys an evaluation logs beside its pathology metrics (which predictions they counted).
+SETTING_COLUMNS = (("pathology/score_threshold", "score threshold"),
+                   ("pathology/min_visible_fraction", "least visible fraction"),
+                   ("pathology/max_mask_iou", "most mask IoU"))
 UNDEFINED = "\u2014"
 # (config key, what it is): the settings table.
 SETTINGS = (
@@ -67,7 +72,11 @@ SETTINGS = (
     ("TEST.DETECTIONS_PER_IMAGE", "detections per image"),
     ("TEST.EVAL_PERIOD", "evaluation period (iterations)"),
     ("TEST.BEST_METRIC", "best-model metric"),
-    ("TEST.PATHOLOGY.SCORE_THRESHOLD", "pathology score threshold"),
+    ("TEST.PATHOLOGY.SCORE_THRESHOLD", "cells' score threshold (-1: operating point)"),
+    ("TEST.INSTANCE_MAP.MIN_VISIBLE_FRACTION", "overlap rule: least visible fraction"),
+    ("TEST.INSTANCE_MAP.MAX_MASK_IOU", "overlap rule: most mask IoU"),
+    ("TEST.OPERATING_POINT.SCORE_THRESHOLD", "operating point (chosen)"),
+    ("TEST.OPERATING_POINT.DATASET", "operating point chosen on"),
     ("TEST.AUG.ENABLED", "test-time augmentation"),
     ("DATASETS.CELLS.ROOT", "dataset root"),
     ("DATASETS.CELLS.CLASS_NAMES", "class names"),
@@ -289,15 +298,22 @@ def _coco_tables(metrics: Dict[str, float], class_names: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-def _pathology_tables(metrics: Dict[str, float], class_names: Sequence[str]) -> str:
+def _pathology_tables(metrics: Dict[str, float], class_names: Sequence[str],
+                      setting: str) -> str:
     if not any(k.startswith("pathology/") for k in metrics):
         return paragraph("No pathology metrics in the last evaluation "
                          "(TEST.PATHOLOGY.ENABLED off?).", "note")
     keys = ["pathology/num_images"] + [f"pathology/{n}" for n in PATHOLOGY_COLUMNS]
     cells = [_cell(metrics, key) for key in keys]
-    out = ["<h3>Pathology metrics (fractions)</h3>",
+    out = [f"<h3>Pathology metrics (fractions; {escape(setting)})</h3>",
            table(["images", *PATHOLOGY_COLUMNS], [[c[0] for c in cells]],
                  [[c[1] for c in cells]], text_columns=0, table_id="pathology")]
+    counted = [(key, label) for key, label in SETTING_COLUMNS if key in metrics]
+    if counted:  # what the evaluation logged beside the metrics
+        cells = [_cell(metrics, key) for key, _ in counted]
+        out.append(table([label for _, label in counted], [[c[0] for c in cells]],
+                         [[c[1] for c in cells]], text_columns=0,
+                         table_id="pathology-setting"))
     rows, attrs = [], []
     for class_name in class_names:
         cells = [_cell(metrics, f"pathology/{n}-{class_name}") for n in ("PQ", "F1")]
@@ -309,15 +325,18 @@ def _pathology_tables(metrics: Dict[str, float], class_names: Sequence[str]) -> 
 
 
 def final_metrics_section(evaluation: Optional[Dict[str, float]], metrics: Dict[str, float],
-                          class_names: Sequence[str], best_line: str) -> Section:
+                          class_names: Sequence[str], best_line: str,
+                          pathology_setting: str = "") -> Section:
     """The final evaluation's tables: COCO AP (overall, high cap, per class) and the
-    pathology metrics (overall, per class).
+    pathology metrics (overall, per class) with the predictions they counted.
 
     Args:
         evaluation: :func:`last_evaluation`'s record (None: no evaluation was logged).
         metrics: its metrics without the dataset prefix (:func:`strip_dataset_prefix`).
         class_names: the classes, in order.
         best_line: a sentence on the best evaluation ("" for none).
+        pathology_setting: which predictions the pathology metrics counted
+            (:func:`seg_project.evaluation.pathology.setting_text`).
     """
     section = Section("final-metrics", "Final metrics")
     if evaluation is None:
@@ -332,6 +351,6 @@ def final_metrics_section(evaluation: Optional[Dict[str, float]], metrics: Dict[
                          f"{UNDEFINED} = undefined (no instance of the class on either side).")
     if best_line:
         section.notes.append(best_line)
-    section.body = _coco_tables(metrics, class_names) + "\n" + _pathology_tables(metrics,
-                                                                                class_names)
+    section.body = (_coco_tables(metrics, class_names) + "\n"
+                    + _pathology_tables(metrics, class_names, pathology_setting))
     return section

@@ -10,7 +10,11 @@
 - :mod:`.resize`: short-side or fixed-scale resizing (``INPUT.RESIZE_MODE``);
 - :mod:`.augmentations`: orientations, stain and colour jitter for training;
 - :mod:`.stats`: dataset statistics, and the intensity rule computed from training images;
-- :mod:`.synthetic`: generated datasets in the course layout.
+- :mod:`.synthetic`: generated datasets in the course layout;
+- :mod:`.instance_map`: an image's cells as one instance map, under the overlap rule (the one
+  painter of the pathology metrics, the exports, the pictures and the report);
+- :mod:`.score_threshold`: which score threshold makes a detection a cell (the run's
+  operating point, ``operating_point.json``).
 
 Import the modules themselves: this package imports nothing, so that tools which need no
 model (statistics, synthetic data) start without Detectron2.

@@ -35,6 +35,7 @@ from ..checkpoint import (
 from ..config import check_config, load_config, register_datasets_from_config, resolve_epochs
 from ..data.catalog import write_split_file
 from ..data.intensity import IntensityRule, read_intensity_rule_file, write_intensity_rule_file
+from ..data.score_threshold import resolve_score_threshold
 from ..data.stats import compute_intensity_rule
 from ..utils.atomic_files import remove_stale_temporaries
 from ..utils.device import resolve_device
@@ -293,10 +294,18 @@ def setup_cfg(args):
 def evaluate_weights(cfg, trainer_class=None):
     """Load ``MODEL.WEIGHTS`` (its predictors must fit the config's classes) and evaluate on
     ``DATASETS.TEST`` (also with test-time augmentation when ``TEST.AUG.ENABLED``); returns
-    the results dict."""
+    the results dict. The pathology metrics count the cells at the weights' operating point
+    (``operating_point.json`` beside them) unless the config sets a threshold."""
     from .trainer import CellsTrainer
 
     trainer_class = trainer_class or CellsTrainer
+    threshold = resolve_score_threshold(cfg=cfg, weights_or_dir=cfg.MODEL.WEIGHTS)
+    logger.info(f"Pathology metrics of the cells with {threshold.describe()}")
+    if threshold.value != cfg.TEST.PATHOLOGY.SCORE_THRESHOLD:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TEST.PATHOLOGY.SCORE_THRESHOLD = threshold.value
+        cfg.freeze()
     model = trainer_class.build_model(cfg)
     CellsCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load_for_inference(cfg.MODEL.WEIGHTS,
                                                                          config_asks(cfg))

@@ -28,6 +28,7 @@ from .hooks import (
     EpochScalarHook,
 )
 from .mixed_precision import MixedPrecisionTrainer
+from .report import choose_run_operating_point
 
 __all__ = ["CellsTrainer"]
 
@@ -42,6 +43,8 @@ class CellsTrainer(DefaultTrainer):
     - Keeps ``model_best.pth`` by ``TEST.BEST_METRIC``, ``model_final.pth``, and the newest
       ``SOLVER.CHECKPOINTS_TO_KEEP`` periodic checkpoints, all written atomically; stops
       early after ``TEST.EARLY_STOP_PATIENCE`` evaluations without improvement.
+    - At the end, chooses the run's operating point (``TEST.OPERATING_POINT``): the score
+      threshold of highest PQ on ``DATASETS.TEST[0]``, in ``operating_point.json``.
     - ``SOLVER.AMP.ENABLED`` works on CUDA (float16) and on CPUs (``SOLVER.AMP.CPU_DTYPE``).
     - Logs ``epoch e/E`` with Detectron2's ETA line, and ``epoch`` into ``metrics.json``.
     - Checkpoints hold the whole training state through this class's own
@@ -155,10 +158,11 @@ class CellsTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops, images
-        larger than ``TEST.TILE.SIZE`` are predicted in tiles."""
+        """Evaluate ``model`` on ``cfg.DATASETS.TEST``; masks are pasted as RLE crops
+        (binarised at ``TEST.MASK_THRESHOLD``), images larger than ``TEST.TILE.SIZE`` are
+        predicted in tiles."""
         if not isinstance(model, RLEOutputModel):
-            model = RLEOutputModel(model, tiler=TiledInference.from_config(cfg))
+            model = RLEOutputModel(model, cfg.TEST.MASK_THRESHOLD, TiledInference.from_config(cfg))
         return super().test(cfg, model, evaluators)
 
     @classmethod
@@ -171,7 +175,8 @@ class CellsTrainer(DefaultTrainer):
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, TTA_INFERENCE_DIR,
                                                                   name))
                       for name in cfg.DATASETS.TEST]
-        results = super().test(cfg, CellsTTA(cfg, model), evaluators)
+        results = super().test(cfg, CellsTTA(cfg, model, mask_threshold=cfg.TEST.MASK_THRESHOLD),
+                               evaluators)
         if len(cfg.DATASETS.TEST) == 1:
             results = {cfg.DATASETS.TEST[0]: results}
         return {name: {f"{task}-TTA": metrics for task, metrics in res.items()}
@@ -219,7 +224,10 @@ class CellsTrainer(DefaultTrainer):
         self.stop_reason = reason
 
     def train(self):
-        """Run training; like ``DefaultTrainer.train`` but able to stop early.
+        """Run training; like ``DefaultTrainer.train`` but able to stop early. A run that
+        trained chooses its operating point at the end (:func:`choose_run_operating_point`:
+        the score threshold of highest PQ on ``DATASETS.TEST[0]``, from the last evaluation's
+        predictions).
 
         Returns:
             The last evaluation results (dict), if any evaluation ran.
@@ -254,4 +262,5 @@ class CellsTrainer(DefaultTrainer):
                 raise
             finally:
                 self.after_train()
+        choose_run_operating_point(self.cfg)
         return getattr(self, "_last_eval_results", None)

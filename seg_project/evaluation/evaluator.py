@@ -6,7 +6,9 @@ Changes to Detectron2's ``COCOEvaluator``:
 - the headline ``segm/AP50``, ``bbox/AP``... are the grader's exact figures (at most 100
   detections per image and class), with the high-cap figures ``segm/AP50@N``... beside them
   (N = ``TEST.DETECTIONS_PER_IMAGE``) and the pathology metrics under ``pathology/...``
-  (``TEST.PATHOLOGY.*``);
+  (``TEST.PATHOLOGY.*``, ``TEST.INSTANCE_MAP.*``; ``pathology/score_threshold`` and the
+  rule's ``pathology/min_visible_fraction``, ``pathology/max_mask_iou`` say which
+  predictions they counted);
 - evaluation runs through faster-coco-eval or pycocotools (Detectron2's fast path needs its
   C++ extension);
 - predictions may carry RLE masks already (``pred_rles``, see
@@ -26,6 +28,8 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 
+from ..data.instance_map import NO_RULE, OverlapRule
+from ..data.score_threshold import resolve_score_threshold
 from ..inference.postprocess import instances_to_coco_entries
 from ..utils.atomic_files import write_text
 from ..utils.run_files import RESULTS_FILE
@@ -45,6 +49,7 @@ class CellsCOCOEvaluator(COCOEvaluator):
         max_dets_per_image: int = 1000,
         use_fast_coco_eval: bool = True,
         pathology_score_threshold=0.5,
+        overlap_rule: OverlapRule = NO_RULE,
         distributed: bool = True,
     ):
         """
@@ -56,6 +61,7 @@ class CellsCOCOEvaluator(COCOEvaluator):
             use_fast_coco_eval: faster-coco-eval instead of pycocotools.
             pathology_score_threshold: score threshold of the pathology metrics; None
                 turns them off.
+            overlap_rule: the overlap rule of the pathology metrics' instance maps.
             distributed: gather predictions from all processes.
         """
         metadata = MetadataCatalog.get(dataset_name)
@@ -72,15 +78,21 @@ class CellsCOCOEvaluator(COCOEvaluator):
         self._high_cap = max_dets_per_image
         self._use_fast_coco_eval = use_fast_coco_eval
         self._pathology_score_threshold = pathology_score_threshold
+        self._overlap_rule = overlap_rule
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: str) -> "CellsCOCOEvaluator":
-        """The evaluator of ``dataset_name`` with the settings of ``cfg`` (``TEST.*``)."""
+        """The evaluator of ``dataset_name`` with the settings of ``cfg`` (``TEST.*``): the
+        pathology metrics at ``TEST.PATHOLOGY.SCORE_THRESHOLD``, else the operating point the
+        config records, else 0.5 (:func:`seg_project.data.score_threshold.
+        resolve_score_threshold` without weights: training evaluates at a fixed threshold),
+        under ``TEST.INSTANCE_MAP``'s overlap rule."""
+        threshold = resolve_score_threshold(cfg=cfg).value
         return cls(dataset_name, output_dir,
                    max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                    use_fast_coco_eval=cfg.TEST.FAST_COCO_EVAL,
-                   pathology_score_threshold=(cfg.TEST.PATHOLOGY.SCORE_THRESHOLD
-                                              if cfg.TEST.PATHOLOGY.ENABLED else None))
+                   pathology_score_threshold=threshold if cfg.TEST.PATHOLOGY.ENABLED else None,
+                   overlap_rule=OverlapRule.from_config(cfg))
 
     def process(self, inputs, outputs):
         for inputs_i, output in zip(inputs, outputs):
@@ -115,7 +127,8 @@ class CellsCOCOEvaluator(COCOEvaluator):
         metrics = evaluate_predictions(
             self._coco_api, results, class_names, high_cap=self._high_cap,
             fast=self._use_fast_coco_eval,
-            pathology_threshold=self._pathology_score_threshold, img_ids=img_ids)
+            pathology_threshold=self._pathology_score_threshold, img_ids=img_ids,
+            overlap_rule=self._overlap_rule)
         self._logger.info(f"Evaluation of {self._metadata.name}:\n"
                           + format_tables(metrics, class_names, self._high_cap))
         self._results.update(metrics)

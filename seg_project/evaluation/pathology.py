@@ -1,13 +1,18 @@
 """Instance-segmentation metrics of the pathology literature: Dice, AJI, AJI+, DQ/SQ/PQ, mPQ, F1.
 
 Everything is computed on **instance maps**: one ``int32`` image per side in which every pixel
-holds the label of the one instance covering it (0 = background). Overlapping masks are
-resolved while painting (:func:`paint_instances`):
+holds the label of the one instance covering it (0 = background), painted by
+:func:`seg_project.data.instance_map.paint_instance_map`, the painter of every output that
+shows "the cells":
 
 - predictions with ``score >= score_threshold`` (default :data:`DEFAULT_SCORE_THRESHOLD`,
-  0.5) are painted in ascending score order, so a higher score wins a contested pixel (equal
-  scores: the later one in the given order wins);
-- the ground truth is painted in its given order, the later instance winning;
+  0.5; tools pass the run's operating point, see :mod:`seg_project.data.score_threshold`)
+  are painted in descending score order under the accumulator's overlap rule
+  (:class:`~seg_project.data.instance_map.OverlapRule`: the higher score wins a contested
+  pixel; an instance left with fewer than ``min_visible_fraction`` of its pixels, or whose
+  mask IoU with a higher-scored kept one exceeds ``max_mask_iou``, is dropped);
+- the ground truth is painted in its given order, the later instance winning, without the
+  rule;
 - an instance left with no pixel after painting no longer exists (it is neither a ground
   truth to find nor a prediction to count).
 
@@ -59,19 +64,27 @@ All values are fractions in ``[0, 1]``, as in the literature (not percentages).
 
 Speed: pair tables come from one ``np.bincount`` (or ``np.unique``) over the combined labels
 of the pixels where both maps are foreground, never from a loop over instance pairs; masks are
-painted from their RLE with :func:`seg_project.data.rle.decode_crop`, inside each instance's
-box only.
+decoded from their RLE inside each instance's box only
+(:func:`seg_project.data.instance_map.mask_crops`), once per image however many thresholds
+are scored (:meth:`PathologyAccumulator.add_crops`).
 """
 
 import math
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
-import pycocotools.mask as mask_util
 from scipy.optimize import linear_sum_assignment
 from tabulate import tabulate
 
-from ..data.rle import decode_crop, to_bytes_rle
+from ..data.instance_map import (
+    NO_RULE,
+    Crop,
+    InstanceMap,
+    OverlapRule,
+    mask_crops,
+    paint_instance_map,
+)
+from ..data.score_threshold import DEFAULT_SCORE_THRESHOLD
 
 __all__ = [
     "DEFAULT_SCORE_THRESHOLD",
@@ -79,10 +92,11 @@ __all__ = [
     "PathologyAccumulator",
     "format_table",
     "image_metrics",
-    "paint_instances",
+    "paint_ground_truth",
+    "setting_text",
+    "summary_setting",
 ]
 
-DEFAULT_SCORE_THRESHOLD = 0.5
 # A (ground truth, prediction) pair is a detection match when its IoU is strictly above this.
 IOU_MATCH_THRESHOLD = 0.5
 # Per-image metrics averaged over images, in the order of the summary and the table.
@@ -93,76 +107,6 @@ _MEAN_KEYS = (("PQ", "pq"), ("SQ", "sq"), ("DQ", "dq"), ("AJI", "aji"), ("AJI+",
 _BINCOUNT_FACTOR = 4
 
 Mask = Union[Dict[str, Any], np.ndarray]
-
-
-# ------------------------------------------------------------------------------- painting
-
-
-def paint_instances(rles: Sequence[Mask], height: int, width: int,
-                    scores: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Paint instance masks into one label map, resolving overlaps.
-
-    Each RLE is decoded only inside its bounding box (:func:`pycocotools.mask.toBbox`, then
-    :func:`seg_project.data.rle.decode_crop`), never to a full-size mask.
-
-    Args:
-        rles: the masks: COCO RLE dicts ``{"size": [height, width], "counts": str | bytes}``
-            (a list of runs is accepted too) or full-size 2-D boolean arrays.
-        height: image height.
-        width: image width.
-        scores: one score per mask. Given: masks are painted in ascending score order, so the
-            higher score wins a contested pixel (equal scores: the later mask wins). ``None``:
-            painted in the given order, the later mask winning.
-
-    Returns:
-        np.ndarray: ``(height, width)`` ``int32`` map; mask ``i`` (its index in ``rles``) has
-        label ``i + 1``, 0 is background. A mask covered entirely by others has no pixel left.
-
-    Raises:
-        ValueError: a mask of another size than ``height x width``, a wrong number of scores,
-            or an invalid RLE (the message names the problem).
-    """
-    height, width = int(height), int(width)
-    labels = np.zeros((height, width), dtype=np.int32)
-    n = len(rles)
-    if scores is None:
-        order = np.arange(n)
-    else:
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        if scores.size != n:
-            raise ValueError(f"{scores.size} scores given for {n} masks")
-        order = np.argsort(scores, kind="stable")  # stable: equal scores keep the given order
-    if n == 0:
-        return labels
-    boxes = np.zeros((n, 4), dtype=np.int64)  # x0, y0, x1, y1 of the RLEs
-    rle_rows = [i for i, m in enumerate(rles) if not isinstance(m, np.ndarray)]
-    if rle_rows:
-        encoded = []
-        for i in rle_rows:
-            size = [int(v) for v in rles[i]["size"]]
-            if size != [height, width]:
-                raise ValueError(f"mask {i} is of size {size[0]}x{size[1]}, the image is "
-                                 f"{height}x{width}")
-            encoded.append(to_bytes_rle(rles[i]))
-        xywh = np.rint(mask_util.toBbox(encoded)).astype(np.int64).reshape(-1, 4)
-        x0 = np.clip(xywh[:, 0], 0, width)
-        y0 = np.clip(xywh[:, 1], 0, height)
-        x1 = np.clip(xywh[:, 0] + xywh[:, 2], x0, width)
-        y1 = np.clip(xywh[:, 1] + xywh[:, 3], y0, height)
-        boxes[rle_rows] = np.stack([x0, y0, x1, y1], axis=1)
-    for i in order.tolist():
-        mask = rles[i]
-        if isinstance(mask, np.ndarray):
-            if mask.shape != (height, width):
-                raise ValueError(f"mask {i} has shape {mask.shape}, the image is "
-                                 f"{height}x{width}")
-            labels[mask.astype(bool, copy=False)] = i + 1
-            continue
-        x0, y0, x1, y1 = boxes[i].tolist()
-        # An empty box (an empty mask) is still decoded: decode_crop checks the counts.
-        crop = decode_crop(mask, (x0, y0, x1, y1))
-        labels[y0:y1, x0:x1][crop] = i + 1
-    return labels
 
 
 # ------------------------------------------------------------------------------ pair table
@@ -318,7 +262,7 @@ def image_metrics(gt_map: np.ndarray, pred_map: np.ndarray) -> Dict[str, float]:
 
     Args:
         gt_map: 2-D integer map of ground-truth instances (0 = background; any non-negative
-            labels, not necessarily contiguous), e.g. from :func:`paint_instances`.
+            labels, not necessarily contiguous), e.g. an :class:`InstanceMap`'s ``instances``.
         pred_map: the predictions' map, same shape.
 
     Returns:
@@ -334,11 +278,34 @@ def image_metrics(gt_map: np.ndarray, pred_map: np.ndarray) -> Dict[str, float]:
     return _image_metrics(_pair_table(gt_map, pred_map))
 
 
+def paint_ground_truth(masks: Sequence[Mask], height: int, width: int) -> InstanceMap:
+    """The ground truth's instance map: painted in the given order, the later instance
+    winning, without the overlap rule.
+
+    Args:
+        masks: COCO RLE dicts or full-size boolean arrays.
+        height: image height.
+        width: image width.
+
+    Raises:
+        ValueError: a mask of the wrong size or an invalid RLE.
+    """
+    return paint_instance_map(mask_crops(masks, height, width), height, width)
+
+
 # ------------------------------------------------------------------------------ per split
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / denominator if denominator > 0 else math.nan
+
+
+def setting_text(score_threshold: float, rule: OverlapRule) -> str:
+    """Which predictions the metrics count, for every table that prints them:
+    ``"score >= 0.5; overlaps: drop < 50% visible"`` (NaN threshold: ``"score >= several"``,
+    a split pooled over folds of other thresholds)."""
+    value = "several" if math.isnan(score_threshold) else f"{score_threshold:g}"
+    return f"score >= {value}; {rule.describe()}"
 
 
 class PathologyAccumulator:
@@ -349,21 +316,26 @@ class PathologyAccumulator:
 
     Attributes:
         class_names: the K class names; classes are numbered 0..K-1.
-        score_threshold: predictions scoring below it are ignored.
+        score_threshold: predictions scoring below it are ignored (NaN: images of several
+            thresholds, see :meth:`from_states`).
+        rule: the overlap rule the predictions are painted with.
         per_image: one dict per added image, in add order: :func:`image_metrics`'s keys plus
             ``image_id``, ``num_gt`` (ground-truth instances given) and ``num_pred``
             (predictions at or above the threshold, before painting).
     """
 
     def __init__(self, class_names: Sequence[str],
-                 score_threshold: float = DEFAULT_SCORE_THRESHOLD):
+                 score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                 rule: OverlapRule = NO_RULE):
         """
         Args:
             class_names: the K class names (class ``k`` is ``class_names[k]``).
             score_threshold: predictions with ``score >= score_threshold`` are evaluated.
+            rule: the overlap rule of the predictions' instance maps (default: none).
         """
         self.class_names: List[str] = [str(name) for name in class_names]
         self.score_threshold = float(score_threshold)
+        self.rule = rule
         self.per_image: List[Dict[str, Any]] = []
         num_classes = len(self.class_names)
         self._tp = np.zeros(num_classes, np.int64)
@@ -395,7 +367,7 @@ class PathologyAccumulator:
             pred_rles: predicted masks.
             pred_classes: their classes, in 0..K-1.
             pred_scores: their scores; those below :attr:`score_threshold` are dropped, the
-                rest painted in ascending score order.
+                rest painted in descending score order under :attr:`rule`.
 
         Returns:
             dict: the image's metrics (see :attr:`per_image`), also stored.
@@ -404,29 +376,64 @@ class PathologyAccumulator:
             ValueError: mismatched lengths, classes out of range, masks of the wrong size or
                 invalid RLEs.
         """
-        gt_classes = self._classes(gt_classes, len(gt_rles), "ground-truth")
-        pred_classes = self._classes(pred_classes, len(pred_rles), "predicted")
         scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
         if scores.size != len(pred_rles):
             raise ValueError(f"{scores.size} scores given for {len(pred_rles)} predictions")
+        gt_classes = self._classes(gt_classes, len(gt_rles), "ground-truth")
+        gt_map = paint_ground_truth(gt_rles, height, width)
+        return self.add_crops(image_id, gt_map, gt_classes, mask_crops(pred_rles, height, width),
+                              pred_classes, scores, num_gt=len(gt_rles))
+
+    def add_crops(self, image_id: Any, gt_map: InstanceMap, gt_classes: Sequence[int],
+                  pred_crops: Sequence[Optional[Crop]], pred_classes: Sequence[int],
+                  pred_scores: Sequence[float], num_gt: Optional[int] = None) -> Dict[str, Any]:
+        """:meth:`add_image` for masks already decoded: the ground truth painted once
+        (:func:`paint_ground_truth`), the predictions as crops
+        (:func:`seg_project.data.instance_map.mask_crops`), so that one decoding serves
+        several accumulators (thresholds, rules).
+
+        Args:
+            image_id: the image's id.
+            gt_map: the ground truth's instance map.
+            gt_classes: the classes (0..K-1) of the ground-truth masks it was painted from.
+            pred_crops: the predicted masks as crops (None: empty).
+            pred_classes: their classes, in 0..K-1.
+            pred_scores: their scores.
+            num_gt: the ground-truth instances given (default: ``len(gt_classes)``).
+
+        Returns:
+            dict: the image's metrics, also stored.
+
+        Raises:
+            ValueError: mismatched lengths or classes out of range.
+        """
+        gt_classes = self._classes(gt_classes, len(gt_classes), "ground-truth")
+        pred_classes = self._classes(pred_classes, len(pred_crops), "predicted")
+        scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+        if scores.size != len(pred_crops):
+            raise ValueError(f"{scores.size} scores given for {len(pred_crops)} predictions")
         kept = np.flatnonzero(scores >= self.score_threshold)
-        gt_map = paint_instances(gt_rles, height, width)
-        pred_map = paint_instances([pred_rles[i] for i in kept.tolist()], height, width,
-                                   scores=scores[kept])
-        table = _pair_table(gt_map, pred_map)
+        height, width = gt_map.instances.shape
+        pred_map = paint_instance_map([pred_crops[i] for i in kept.tolist()], height, width,
+                                      scores=scores[kept], rule=self.rule)
+        table = _pair_table(gt_map.instances, pred_map.instances)
         metrics = _image_metrics(table)
-        self._add_class_counts(table, gt_classes, pred_classes[kept])
-        record = {"image_id": image_id, "num_gt": len(gt_rles), "num_pred": int(kept.size)}
+        self._add_class_counts(table, gt_classes[gt_map.order],
+                               pred_classes[kept][pred_map.order])
+        record = {"image_id": image_id,
+                  "num_gt": len(gt_classes) if num_gt is None else int(num_gt),
+                  "num_pred": int(kept.size)}
         record.update(metrics)
         self.per_image.append(record)
         return record
 
-    def _add_class_counts(self, table: _PairTable, gt_classes: np.ndarray,
-                          pred_classes: np.ndarray) -> None:
-        """Per-class TP/FP/FN/IoU sums of one image: same-class pairs at IoU > 0.5."""
+    def _add_class_counts(self, table: _PairTable, gt_class_of_label: np.ndarray,
+                          pred_class_of_label: np.ndarray) -> None:
+        """Per-class TP/FP/FN/IoU sums of one image: same-class pairs at IoU > 0.5.
+        ``*_class_of_label[k - 1]`` is the class of label ``k`` of the map."""
         num_classes = len(self.class_names)
-        gt_class = gt_classes[table.gt_ids - 1]  # label i + 1 is instance i
-        pred_class = pred_classes[table.pred_ids - 1]
+        gt_class = gt_class_of_label[table.gt_ids - 1]
+        pred_class = pred_class_of_label[table.pred_ids - 1]
         pair_gt_class = gt_class[table.pair_gt]
         matched = ((table.pair_iou > IOU_MATCH_THRESHOLD)
                    & (pair_gt_class == pred_class[table.pair_pred]))
@@ -450,7 +457,7 @@ class PathologyAccumulator:
             ``F1`` (pooled, class-agnostic), ``mPQ``, ``PQ-<class name>`` and
             ``F1-<class name>`` per class (NaN for a class with neither ground truth nor
             prediction), and ``num_images``. Fractions in [0, 1]; NaN where undefined (see the
-            module docstring).
+            module docstring). :meth:`setting` says which predictions were counted.
         """
         summary: Dict[str, float] = {}
         for key, field in _MEAN_KEYS:
@@ -472,43 +479,66 @@ class PathologyAccumulator:
         summary["num_images"] = len(self.per_image)
         return summary
 
+    def setting(self) -> Dict[str, float]:
+        """Which predictions were counted: ``score_threshold``, and the overlap rule's
+        ``min_visible_fraction`` and ``max_mask_iou`` (numbers, so that they can be logged
+        beside the metrics)."""
+        return {"score_threshold": self.score_threshold, **self.rule.to_dict()}
+
     def state(self) -> Dict[str, Any]:
         """A picklable snapshot (plain lists and floats) for :meth:`from_states`."""
         return {"class_names": list(self.class_names), "score_threshold": self.score_threshold,
+                "rule": self.rule.to_dict(),
                 "per_image": [dict(record) for record in self.per_image],
                 "tp": self._tp.tolist(), "fp": self._fp.tolist(), "fn": self._fn.tolist(),
                 "iou_sum": self._iou_sum.tolist()}
 
     @classmethod
-    def from_states(cls, states: Sequence[Dict[str, Any]]) -> "PathologyAccumulator":
+    def from_states(cls, states: Sequence[Dict[str, Any]],
+                    mixed_thresholds: bool = False) -> "PathologyAccumulator":
         """One accumulator holding the images of several :meth:`state` snapshots, in order.
 
+        Args:
+            states: the snapshots.
+            mixed_thresholds: accept snapshots of different score thresholds (folds of a
+                cross-validation, each scored at the threshold chosen on the other folds);
+                the result's :attr:`score_threshold` is then NaN.
+
         Raises:
-            ValueError: no states, or states of different classes or score thresholds.
+            ValueError: no states, or states of different classes, overlap rules or (without
+                ``mixed_thresholds``) score thresholds.
         """
         if not states:
             raise ValueError("from_states needs at least one state")
-        merged = cls(states[0]["class_names"], states[0]["score_threshold"])
+        threshold = states[0]["score_threshold"]
+        if mixed_thresholds and any(s["score_threshold"] != threshold for s in states):
+            threshold = math.nan
+        merged = cls(states[0]["class_names"], threshold,
+                     OverlapRule.from_dict(states[0].get("rule", NO_RULE.to_dict())))
         for state in states:
-            merged._merge_state(state)
+            merged._merge_state(state, check_threshold=not mixed_thresholds)
         return merged
 
     def merge(self, other: "PathologyAccumulator") -> "PathologyAccumulator":
         """Add another accumulator's images (after this one's) and class counts; returns self.
 
         Raises:
-            ValueError: the two differ in classes or score threshold.
+            ValueError: the two differ in classes, score threshold or overlap rule.
         """
         self._merge_state(other.state())
         return self
 
-    def _merge_state(self, state: Dict[str, Any]) -> None:
+    def _merge_state(self, state: Dict[str, Any], check_threshold: bool = True) -> None:
         if list(state["class_names"]) != self.class_names:
             raise ValueError(f"cannot merge accumulators of classes {state['class_names']} "
                              f"and {self.class_names}")
-        if float(state["score_threshold"]) != self.score_threshold:
+        if check_threshold and float(state["score_threshold"]) != self.score_threshold:
             raise ValueError(f"cannot merge accumulators of score thresholds "
                              f"{state['score_threshold']} and {self.score_threshold}")
+        rule = OverlapRule.from_dict(state.get("rule", NO_RULE.to_dict()))
+        if rule != self.rule:
+            raise ValueError(f"cannot merge accumulators of overlap rules {rule.describe()} "
+                             f"and {self.rule.describe()}")
         self.per_image.extend(dict(record) for record in state["per_image"])
         self._tp += np.asarray(state["tp"], np.int64)
         self._fp += np.asarray(state["fp"], np.int64)
@@ -519,20 +549,36 @@ class PathologyAccumulator:
 # ---------------------------------------------------------------------------------- table
 
 
+def summary_setting(summary: Dict[str, float]) -> str:
+    """:func:`setting_text` of a summary that holds :meth:`PathologyAccumulator.setting`'s
+    keys ("" for one that does not say its threshold)."""
+    if "score_threshold" not in summary:
+        return ""
+    rule = OverlapRule(summary.get("min_visible_fraction", 0.0),
+                       summary.get("max_mask_iou", 1.0))
+    return setting_text(float(summary["score_threshold"]), rule)
+
+
 def format_table(summary: Dict[str, float], class_names: Sequence[str]) -> str:
-    """A printable summary for logs: the split's figures, then PQ and F1 per class.
+    """A printable summary for logs: which predictions were counted, the split's figures,
+    then PQ and F1 per class.
 
     Args:
-        summary: :meth:`PathologyAccumulator.summarize`'s dict.
+        summary: :meth:`PathologyAccumulator.summarize`'s dict, with
+            :meth:`PathologyAccumulator.setting`'s keys when they are to be printed.
         class_names: the class names, in class order.
 
     Returns:
-        str: two small tables (``tabulate``'s ``pipe`` format), values with 4 decimals.
+        str: a line saying the score threshold and overlap rule (:func:`setting_text`), then
+        two small tables (``tabulate``'s ``pipe`` format), values with 4 decimals.
     """
     overall = ["PQ", "SQ", "DQ", "AJI", "AJI+", "Dice", "F1", "mPQ"]
     head = ["images"] + [key for key in overall if key in summary]
     row = [summary.get("num_images", "")] + [summary[key] for key in head[1:]]
     text = tabulate([row], headers=head, tablefmt="pipe", floatfmt=".4f", missingval="-")
+    setting = summary_setting(summary)
+    if setting:
+        text = f"Predictions counted: {setting}\n{text}"
     rows = [[name, summary.get(f"PQ-{name}", math.nan), summary.get(f"F1-{name}", math.nan)]
             for name in class_names]
     if rows:

@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..data.instance_map import NO_RULE, OverlapRule
 from ..utils.errors import DatasetError
 from .predictions import evaluate_predictions
 
@@ -85,9 +86,11 @@ def load_results_xywh(path, bbox_format: str = "auto") -> Tuple[List[Dict], str]
 def evaluate_results_file(results_path, source, class_names: Sequence[str], *,
                           bbox_format: str = "auto", high_cap: int = 1000, fast: bool = True,
                           pathology_threshold: Optional[float] = 0.5,
-                          cache_dir=None) -> Dict[str, Dict[str, float]]:
+                          cache_dir=None,
+                          overlap_rule: OverlapRule = NO_RULE) -> Dict[str, Dict[str, float]]:
     """Score a results file against annotated data as the grader would, plus the high-cap
-    and pathology figures (:func:`seg_project.evaluation.predictions.evaluate_predictions`).
+    and pathology figures (:func:`seg_project.evaluation.predictions.evaluate_predictions`,
+    at ``pathology_threshold`` under ``overlap_rule``).
 
     Raises:
         DatasetError: unreadable files, bad data, or result image ids that are not the
@@ -106,7 +109,8 @@ def evaluate_results_file(results_path, source, class_names: Sequence[str], *,
         raise DatasetError(results_path, f"category_id(s) {bad} are not among the dataset's "
                                          f"1..{len(categories)}")
     metrics = evaluate_predictions(coco_gt, entries, class_names, high_cap=high_cap, fast=fast,
-                                   pathology_threshold=pathology_threshold)
+                                   pathology_threshold=pathology_threshold,
+                                   overlap_rule=overlap_rule)
     metrics["input"] = {"class_names": class_names, "results": str(results_path),
                         "ground_truth": str(source), "bbox_format": used_format,
                         "entries": len(entries), "images": len(known)}

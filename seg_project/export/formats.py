@@ -11,11 +11,17 @@
   layout that the reader can load again (to correct predictions by hand).
 
 ``<image>`` is the image file's name without its extension.
+
+The per-image formats hold the image's cells (:func:`write_exports`): the detections scoring
+at least a threshold (the run's operating point, by default, in ``tools/predict.py`` and
+``tools/export.py``), painted into one instance map under the overlap rule, so that each
+nucleus is one object; the submission keeps every detection.
 """
 
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from ..data.instance_map import NO_RULE, OverlapRule
 from ..utils.errors import DatasetError
 from ..utils.paths import check_output_file
 
@@ -71,8 +77,10 @@ def check_export_targets(formats: Sequence[str], out_dir, image_paths: Sequence,
 
 def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence[Dict],
                   height: int, width: int, class_names: Sequence[str],
-                  colors: Sequence[Sequence[int]], object_type: str = "detection") -> List[Path]:
-    """Write one image's predictions in every per-image format of ``formats``.
+                  colors: Sequence[Sequence[int]], object_type: str = "detection",
+                  score_threshold: float = 0.0, rule: OverlapRule = NO_RULE) -> List[Path]:
+    """Write one image's cells in every per-image format of ``formats``: its entries scoring
+    at least ``score_threshold``, painted into one instance map under ``rule``.
 
     Args:
         formats: any of :data:`FORMATS` (``coco`` is skipped here).
@@ -84,25 +92,32 @@ def write_exports(formats: Sequence[str], out_dir, image_path, entries: Sequence
         colors: one RGB color per class.
         object_type: the QuPath object type of the GeoJSON features, ``"detection"`` or
             ``"annotation"``.
+        score_threshold: entries scoring below it are no cells (the tools pass the run's
+            operating point, :mod:`seg_project.data.score_threshold`).
+        rule: the overlap rule of the instance map.
 
     Returns:
         list[Path]: the files written.
+
+    Raises:
+        DatasetError: an entry without a finite score, or invalid otherwise.
     """
-    from .geojson import geojson_path, write_geojson
+    from .geojson import entry_score, geojson_path, write_geojson
     from .label_tiff import write_course_layout, write_label_tiffs
 
     out_dir, name = Path(out_dir), Path(image_path).stem
+    cells = [e for i, e in enumerate(entries) if entry_score(e, i, name) >= score_threshold]
     written: List[Path] = []
     if "geojson" in formats:
         written.append(write_geojson(geojson_path(out_dir / _FOLDERS["geojson"], name),
-                                     entries, class_names, colors, image_name=name,
-                                     object_type=object_type))
+                                     cells, class_names, colors, image_name=name,
+                                     object_type=object_type, rule=rule))
     if "label-tiff" in formats:
-        written += write_label_tiffs(out_dir / _FOLDERS["label-tiff"], name, entries, height,
-                                     width, class_names, colors)
+        written += write_label_tiffs(out_dir / _FOLDERS["label-tiff"], name, cells, height,
+                                     width, class_names, colors, rule=rule)
     if "course" in formats:
-        written += write_course_layout(out_dir / _FOLDERS["course"], name, entries, height,
-                                       width, image_path=image_path)
+        written += write_course_layout(out_dir / _FOLDERS["course"], name, cells, height,
+                                       width, image_path=image_path, rule=rule)
     return written
 
 

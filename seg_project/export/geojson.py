@@ -13,8 +13,11 @@ Format (what QuPath 0.4 / 0.5 writes and reads with *File > Import objects from 
                         "isLocked": false}},
         ...]}
 
-- One feature per prediction entry whose mask is not empty, in the order of the entries (an
-  empty mask has no outline and no feature).
+- One feature per instance of the entries' instance map
+  (:func:`seg_project.data.instance_map.paint_instance_map`, the painting of the label TIFFs
+  and the pathology metrics), in the order of the entries: features never overlap; an entry
+  with an empty mask, covered entirely by higher-scored ones or dropped by the overlap rule
+  has no feature, one partly covered keeps its visible part.
 - ``objectType``: ``"detection"`` by default (QuPath's light objects for many cells: drawn
   fast, counted and measured, but not editable with the drawing tools), or ``"annotation"``
   (``object_type="annotation"``, ``tools/predict.py --object-type annotation``): editable
@@ -61,6 +64,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..data.instance_map import NO_RULE, OverlapRule, paint_instance_map
 from ..data.rle import decode_crop, mask_boxes, rle_to_text
 from ..utils.atomic_files import write_text
 from ..utils.errors import DatasetError
@@ -291,11 +295,33 @@ def checked_colors(colors: Optional[Sequence], num_classes: int) -> List[List[in
     return checked
 
 
+def _visible_crops(entries: Sequence[Dict], crops: List[Optional[Crop]], where: str,
+                   rule: OverlapRule) -> List[Optional[Crop]]:
+    """Each entry's pixels in the entries' instance map (None: it has none)."""
+    sizes = {tuple(int(v) for v in e["segmentation"]["size"]) for e in entries}
+    if len(sizes) > 1:
+        raise DatasetError(where, f"the entries' masks are of several sizes {sorted(sizes)}: "
+                                  "one image's predictions share one size")
+    height, width = sizes.pop()
+    scores = [entry_score(e, i, where) for i, e in enumerate(entries)]
+    painted = paint_instance_map(crops, height, width, scores=scores, rule=rule)
+    visible: List[Optional[Crop]] = [None] * len(entries)
+    for label, index in enumerate(painted.order.tolist(), start=1):
+        visible[index] = painted.visible_crop(label, crops[index])
+    return visible
+
+
 def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
                            colors: Optional[Sequence[Sequence[int]]] = None,
                            image_name: Optional[str] = None,
-                           object_type: str = "detection") -> Dict:
+                           object_type: str = "detection",
+                           rule: OverlapRule = NO_RULE) -> Dict:
     """The QuPath GeoJSON ``FeatureCollection`` of one image's predictions.
+
+    The features are the instances of the entries' instance map
+    (:func:`seg_project.data.instance_map.paint_instance_map`), as the label TIFFs: no pixel
+    belongs to two features; an entry that keeps no pixel (covered by higher-scored ones, or
+    dropped by ``rule``) has no feature, and one that keeps part of its mask has that part.
 
     Args:
         entries: the image's COCO result entries (``category_id`` 1..K, ``score``, compressed
@@ -307,11 +333,12 @@ def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
             default the entries' ``image_id``.
         object_type: the features' QuPath ``objectType``, one of :data:`OBJECT_TYPES`:
             ``"detection"`` (default) or ``"annotation"`` (editable in QuPath).
+        rule: the overlap rule (default: none, the higher score wins contested pixels).
 
     Returns:
-        dict: the ``FeatureCollection`` (JSON-ready), one ``Feature`` per entry with a
-        non-empty mask, in entry order; ``{"type": "FeatureCollection", "features": []}`` for
-        no entries.
+        dict: the ``FeatureCollection`` (JSON-ready), one ``Feature`` per entry that keeps
+        pixels in the instance map, in entry order; ``{"type": "FeatureCollection",
+        "features": []}`` for no entries.
 
     Raises:
         DatasetError: an entry with an invalid segmentation, category or score.
@@ -326,7 +353,10 @@ def predictions_to_geojson(entries: Sequence[Dict], class_names: Sequence[str],
         image_name = str(entries[0].get("image_id", "")) if entries else ""
     where = image_name or "predictions"
     features = []
-    for index, (entry, crop) in enumerate(zip(entries, entry_crops(entries, where))):
+    crops = entry_crops(entries, where)
+    if entries:
+        crops = _visible_crops(entries, crops, where, rule)
+    for index, (entry, crop) in enumerate(zip(entries, crops)):
         category = entry_category(entry, index, len(class_names), where)
         score = entry_score(entry, index, where)
         if crop is None:
@@ -358,7 +388,8 @@ def geojson_path(out_dir, image_name: str) -> Path:
 
 def write_geojson(path, entries: Sequence[Dict], class_names: Sequence[str],
                   colors: Optional[Sequence[Sequence[int]]] = None,
-                  image_name: Optional[str] = None, object_type: str = "detection") -> Path:
+                  image_name: Optional[str] = None, object_type: str = "detection",
+                  rule: OverlapRule = NO_RULE) -> Path:
     """Write one image's predictions as a QuPath GeoJSON file, atomically.
 
     Args:
@@ -370,6 +401,7 @@ def write_geojson(path, entries: Sequence[Dict], class_names: Sequence[str],
         image_name: seeds the features' UUIDs; default the file's stem.
         object_type: ``"detection"`` (default) or ``"annotation"``, see
             :func:`predictions_to_geojson`.
+        rule: the overlap rule (default: none).
 
     Returns:
         Path: ``path``.
@@ -380,5 +412,5 @@ def write_geojson(path, entries: Sequence[Dict], class_names: Sequence[str],
     path = Path(path)
     collection = predictions_to_geojson(entries, class_names, colors,
                                         image_name=path.stem if image_name is None
-                                        else image_name, object_type=object_type)
+                                        else image_name, object_type=object_type, rule=rule)
     return write_text(path, json.dumps(collection, separators=(",", ":")) + "\n")

@@ -4,11 +4,13 @@ Label maps (:func:`paint_label_maps`, :func:`write_label_tiffs`):
 
 - ``<out>/<name>_instances.tif``: instance ids, 0 = background, 1..n = the instances.
 - ``<out>/<name>_classes.tif``: class ids, 0 = background, N = ``category_id`` N (1..K).
-- Non-overlapping: entries are painted in descending score order (ties: the earlier entry
-  first), each only on pixels no higher-scored entry holds, so the higher score wins a
-  contested pixel. Instance ids are given in that order, 1 = the highest score, counting only
-  entries that keep at least one pixel (an entry covered entirely by higher-scored ones, or
-  with an empty mask, gets no id), so the ids are exactly 1..n.
+- Non-overlapping: the entries' instance map
+  (:func:`seg_project.data.instance_map.paint_instance_map`): painted in descending score
+  order (ties: the later entry first), each only on pixels no higher-scored entry holds, so
+  the higher score wins a contested pixel; an entry covered entirely (or with an empty mask)
+  gets no id, nor does one the overlap rule drops (``rule``: fewer than a fraction of its
+  pixels left visible, or a mask IoU above a limit with a higher-scored kept one). Instance
+  ids are given in that order, 1 = the highest score, so the ids are exactly 1..n.
 - dtypes: instances ``uint16`` (``uint32`` above 65535 instances), classes ``uint8``
   (``uint16`` above 255 classes); single-page grayscale TIFFs written with ``tifffile``, zlib
   compression, so any viewer (Fiji, napari, QuPath) opens them.
@@ -48,6 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.instance_map import NO_RULE, InstanceMap, OverlapRule, paint_instance_map
 from ..data.reader import CLASS_FILE_RE, IMAGE_FILE
 from ..utils.atomic_files import atomic_write_many, prepare_out_dir
 from ..utils.errors import DatasetError
@@ -84,43 +87,31 @@ def label_dtype(top: int, small=np.uint16) -> np.dtype:
     raise ValueError(f"{top} labels do not fit 32 bits")
 
 
-def _paint(entries: Sequence[Dict], height: int, width: int,
-           where: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paint the entries; returns ``(instances int32, classes int32, order)``, where
-    ``order[k - 1]`` is the index of the entry of instance id ``k``."""
+def _paint(entries: Sequence[Dict], height: int, width: int, where: str,
+           rule: OverlapRule) -> InstanceMap:
+    """The entries' instance map (:func:`seg_project.data.instance_map.paint_instance_map`),
+    the class map holding their ``category_id``."""
     height, width = int(height), int(width)
     crops = entry_crops(entries, where, size=(height, width))
     top_class = np.iinfo(np.int32).max  # the reader checks class files against its K
     categories = [entry_category(e, i, top_class, where) for i, e in enumerate(entries)]
     scores = [entry_score(e, i, where) for i, e in enumerate(entries)]
-    instances = np.zeros((height, width), np.int32)
-    classes = np.zeros((height, width), np.int32)
-    order = []
-    for index in sorted(range(len(entries)), key=lambda i: -scores[i]):  # stable: ties keep order
-        if crops[index] is None:
-            continue
-        crop, x0, y0 = crops[index]
-        h, w = crop.shape
-        region = instances[y0:y0 + h, x0:x0 + w]
-        free = crop & (region == 0)
-        if not free.any():
-            continue
-        order.append(index)
-        region[free] = len(order)
-        classes[y0:y0 + h, x0:x0 + w][free] = categories[index]
-    return instances, classes, np.asarray(order, np.int64)
+    return paint_instance_map(crops, height, width, scores=scores, classes=categories,
+                              rule=rule)
 
 
-def _label_maps(entries: Sequence[Dict], height: int, width: int,
-                where: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_paint` with the maps cast to their file dtypes."""
-    instances, classes, order = _paint(entries, height, width, where)
-    return (instances.astype(label_dtype(order.size)),
-            classes.astype(label_dtype(int(classes.max(initial=0)), small=np.uint8)), order)
+def _label_maps(entries: Sequence[Dict], height: int, width: int, where: str,
+                rule: OverlapRule) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_paint` with the maps cast to their file dtypes: ``(instances, classes,
+    order)``."""
+    painted = _paint(entries, height, width, where, rule)
+    return (painted.instances.astype(label_dtype(painted.order.size)),
+            painted.classes.astype(label_dtype(int(painted.classes.max(initial=0)),
+                                               small=np.uint8)), painted.order)
 
 
 def paint_label_maps(entries: Sequence[Dict], height: int, width: int,
-                     return_order: bool = False):
+                     return_order: bool = False, rule: OverlapRule = NO_RULE):
     """Paint one image's predictions into an instance-id map and a class-id map.
 
     See the module docstring for the conventions (higher score wins; ids 1..n in descending
@@ -132,6 +123,7 @@ def paint_label_maps(entries: Sequence[Dict], height: int, width: int,
         height: image height.
         width: image width.
         return_order: also return which entry each instance id is.
+        rule: the overlap rule (default: none, the higher score wins contested pixels).
 
     Returns:
         tuple: ``(instance_map, class_map)``, ``(height, width)`` arrays (``uint16`` /
@@ -143,7 +135,7 @@ def paint_label_maps(entries: Sequence[Dict], height: int, width: int,
         DatasetError: an entry with an invalid or wrongly sized segmentation, a category that
             is not a positive integer, or a score that is not a finite number.
     """
-    instance_map, class_map, order = _label_maps(entries, height, width, "predictions")
+    instance_map, class_map, order = _label_maps(entries, height, width, "predictions", rule)
     if return_order:
         return instance_map, class_map, order
     return instance_map, class_map
@@ -246,7 +238,7 @@ def label_sidecar(image_name: str, entries: Sequence[Dict], order, class_names: 
 
 def write_label_tiffs(out_dir, image_name: str, entries: Sequence[Dict], height: int,
                       width: int, class_names: Optional[Sequence[str]] = None,
-                      colors=None) -> List[Path]:
+                      colors=None, rule: OverlapRule = NO_RULE) -> List[Path]:
     """Write one image's instance-id and class-id label TIFFs, atomically, and with
     ``class_names`` the ``_labels.json`` sidecar that names their numbers.
 
@@ -262,6 +254,7 @@ def write_label_tiffs(out_dir, image_name: str, entries: Sequence[Dict], height:
             of them.
         colors: K ``[r, g, b]`` class colors for the sidecar; default
             :func:`seg_project.data.catalog.distinct_colors`.
+        rule: the overlap rule (default: none).
 
     Returns:
         list[Path]: the instance TIFF, the class TIFF, and the sidecar when written.
@@ -272,7 +265,7 @@ def write_label_tiffs(out_dir, image_name: str, entries: Sequence[Dict], height:
         ValueError: an image name that cannot name a file; bad colors.
     """
     instances_path, classes_path = label_tiff_paths(out_dir, image_name)
-    instance_map, class_map, order = _label_maps(entries, height, width, image_name)
+    instance_map, class_map, order = _label_maps(entries, height, width, image_name, rule)
     targets = [(instances_path, _tiff_writer(instance_map)),
                (classes_path, _tiff_writer(class_map))]
     if class_names is not None:
@@ -316,7 +309,7 @@ def _image_writer(image_path: Path, height: int, width: int):
 
 
 def write_course_layout(out_dir, image_name: str, entries: Sequence[Dict], height: int,
-                        width: int, image_path=None) -> List[Path]:
+                        width: int, image_path=None, rule: OverlapRule = NO_RULE) -> List[Path]:
     """Write one image's predictions as a course-layout folder ``<out_dir>/<image_name>/``.
 
     The folder holds one ``classN.tif`` instance mask per class present (see the module
@@ -334,6 +327,7 @@ def write_course_layout(out_dir, image_name: str, entries: Sequence[Dict], heigh
         width: image width.
         image_path: the source image, copied (TIFF) or converted (other formats) to
             ``image.tif``; None: no image is written (an existing ``image.tif`` is kept).
+        rule: the overlap rule (default: none).
 
     Returns:
         list[Path]: the files written (``image.tif`` first when given, then ``classN.tif`` in
@@ -346,7 +340,7 @@ def write_course_layout(out_dir, image_name: str, entries: Sequence[Dict], heigh
     """
     folder = course_layout_folder(out_dir, image_name)
     height, width = int(height), int(width)
-    instance_map, class_map, _ = _label_maps(entries, height, width, image_name)
+    instance_map, class_map, _ = _label_maps(entries, height, width, image_name, rule)
     targets = []
     if image_path is not None:
         targets.append((folder / IMAGE_FILE, _image_writer(Path(image_path), height, width)))

@@ -6,17 +6,23 @@ and every output is written into a staging folder inside ``--out`` and moved int
 once all are written and the submission passed its check
 (:class:`seg_project.utils.atomic_files.OutputStaging`): an error or a Ctrl-C leaves ``--out``
 as it was.
+
+The submission holds every detection above ``MODEL.ROI_HEADS.SCORE_THRESH_TEST`` (AP wants
+them all); the per-image exports hold the cells: the detections at or above the export
+threshold (``tools/predict.py``: the run's operating point by default), painted under the
+overlap rule.
 """
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
 from ..data.catalog import distinct_colors
 from ..data.image_io import IMAGE_EXTENSIONS, DatasetError, check_image, read_image_size
+from ..data.instance_map import NO_RULE, OverlapRule
 from ..data.reader import load_test_images
 from ..export.formats import FORMATS, check_export_targets, stale_exports, write_exports
 from ..submission import (
@@ -159,6 +165,8 @@ def run_prediction(
     num_classes: Optional[int] = None,
     formats: Sequence[str] = ("coco",),
     object_type: str = "detection",
+    export_threshold: float = 0.0,
+    overlap_rule: OverlapRule = NO_RULE,
 ) -> PredictionJob:
     """Predict every image of ``job``, write ``test-results.json`` (and a zip), check it.
 
@@ -179,6 +187,9 @@ def run_prediction(
         formats: output formats (``coco``, ``geojson``, ``label-tiff``, ``course``).
         object_type: QuPath object type of the ``geojson`` features: ``"detection"`` or
             ``"annotation"`` (editable in QuPath).
+        export_threshold: the per-image formats (``geojson``, ``label-tiff``, ``course``)
+            hold the detections scoring at least this (the submission holds them all).
+        overlap_rule: the overlap rule of the per-image formats' instance maps.
 
     Raises:
         DatasetError: a bad input image, or an output that cannot be written, e.g. it exists
@@ -193,7 +204,8 @@ def run_prediction(
     try:
         with staging:
             _predict_into(predictor, job, staging, json_path, zip_path, bbox_format,
-                          batch_size, num_classes, formats, object_type)
+                          batch_size, num_classes, formats,
+                          (object_type, export_threshold, overlap_rule))
     except KeyboardInterrupt as e:
         kept = "the finished outputs were kept" if staging.committed else \
             "no new output was kept"
@@ -203,9 +215,10 @@ def run_prediction(
 
 def _predict_into(predictor, job: PredictionJob, staging: OutputStaging, json_path, zip_path,
                   bbox_format: str, batch_size: int, num_classes: Optional[int],
-                  formats: Sequence[str], object_type: str) -> None:
+                  formats: Sequence[str], export_options: Tuple) -> None:
     """The body of :func:`run_prediction`: every output is written under ``staging.folder``,
-    then (the submission passed its check) moved into place."""
+    then (the submission passed its check) moved into place. ``export_options`` are
+    ``(object_type, export_threshold, overlap_rule)`` of :func:`write_exports`."""
     paths = [path for _, path, _, _ in job.images]
     by_path = {path: image_id for image_id, path, _, _ in job.images}
     sizes = {image_id: (h, w) for image_id, _, h, w in job.images}
@@ -218,7 +231,7 @@ def _predict_into(predictor, job: PredictionJob, staging: OutputStaging, json_pa
     for path, entries in progress:
         predictions[by_path[path]] = entries
         staged += write_exports(formats, staging.folder, path, entries, *sizes[by_path[path]],
-                                class_names, colors, object_type)
+                                class_names, colors, *export_options)
     job.images_without_detections = [i for i, entries in predictions.items() if not entries]
     job.capped = log_capped([len(entries) for entries in predictions.values()],
                             predictor.cfg.TEST.DETECTIONS_PER_IMAGE, logger)

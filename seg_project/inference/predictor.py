@@ -127,7 +127,7 @@ class Predictor:
         score_threshold: keep detections scoring at least this; default
             ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
         max_detections: detections per image; default ``TEST.DETECTIONS_PER_IMAGE``.
-        mask_threshold: mask probability threshold.
+        mask_threshold: mask probability threshold; default ``TEST.MASK_THRESHOLD``.
 
     Raises:
         WeightsNotFoundError: the weights file is missing or cannot be downloaded.
@@ -137,7 +137,7 @@ class Predictor:
 
     def __init__(self, cfg, weights: Optional[str] = None, device: Optional[str] = None,
                  tta: bool = False, score_threshold: Optional[float] = None,
-                 max_detections: Optional[int] = None, mask_threshold: float = 0.5):
+                 max_detections: Optional[int] = None, mask_threshold: Optional[float] = None):
         cfg = cfg.clone()
         cfg.defrost()
         if weights is not None:
@@ -159,6 +159,8 @@ class Predictor:
         model.eval()
         CellsCheckpointer(model).load_for_inference(cfg.MODEL.WEIGHTS, config_asks(cfg))
         self.tta = tta
+        if mask_threshold is None:
+            mask_threshold = cfg.TEST.MASK_THRESHOLD
         self.model = (CellsTTA(cfg, model, mask_threshold=mask_threshold) if tta
                       else RLEOutputModel(model, mask_threshold, TiledInference.from_config(cfg)))
         self.resize = build_resize(cfg, is_train=False)

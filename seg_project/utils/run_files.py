@@ -16,6 +16,7 @@ __all__ = [
     "LAST_CHECKPOINT_FILE",
     "LOG_FILE",
     "METRICS_FILE",
+    "OPERATING_POINT_FILE",
     "PERIODIC_CHECKPOINT_RE",
     "REPORT_FILE",
     "RESULTS_FILE",
@@ -34,6 +35,9 @@ METRICS_FILE = "metrics.json"
 SPLIT_FILE = "cells_split.json"
 # How 16-bit and float images map to uint8, beside the weights (seg_project.data.intensity).
 INTENSITY_RULE_FILE = "intensity_rule.json"
+# The score threshold chosen on the evaluation split, beside the weights
+# (seg_project.evaluation.operating_point, read by seg_project.data.score_threshold).
+OPERATING_POINT_FILE = "operating_point.json"
 # The name of the checkpoint --resume continues from (the file fvcore's Checkpointer reads).
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 # The checkpoint of the best evaluation (TEST.BEST_METRIC), saved as model_best.pth.

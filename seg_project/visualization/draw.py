@@ -39,6 +39,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..data.instance_map import OverlapRule
 from .instances import Shape, ground_truth_shapes, prediction_shapes
 from .style import (
     AUTO_LABEL_LIMIT,
@@ -416,6 +417,7 @@ def draw_predictions(
     bbox_format: str = "xywh",
     return_info: bool = False,
     where: str = "<predictions>",
+    overlap_rule: Optional[OverlapRule] = None,
 ):
     """Draw COCO result entries (one image's predictions) over the image.
 
@@ -434,6 +436,9 @@ def draw_predictions(
             :func:`detect_bbox_format`).
         return_info: also return what the picture shows.
         where: named in errors (e.g. the results file).
+        overlap_rule: None: every entry drawn with its whole mask; a rule: the cells, each
+            drawn with its pixels in the entries' instance map (what the pathology metrics
+            and exports count; see :func:`~.instances.prediction_shapes`).
 
     Returns:
         np.ndarray: ``HxWx3 uint8`` RGB picture (see :func:`draw_ground_truth`); with
@@ -445,7 +450,7 @@ def draw_predictions(
     """
     height, width = np.asarray(image_rgb).shape[:2]
     shapes, passing = prediction_shapes(entries, metadata, height, width, score_threshold,
-                                         style.max_instances, bbox_format, where)
+                                         style.max_instances, bbox_format, where, overlap_rule)
     note = f"top {len(shapes)} of {passing} shown" if passing > len(shapes) else ""
     return _draw(image_rgb, shapes, metadata, style, total=passing, note=note,
                  score_threshold=score_threshold, return_info=return_info)

@@ -12,6 +12,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.image_io import DatasetError
+from ..data.instance_map import OverlapRule, paint_instance_map
 from ..data.rle import decode_crop, mask_boxes, to_bytes_rle
 from ..submission import bbox_format as formats
 from ..submission.entries import detect_bbox_format, entry_problems
@@ -142,9 +143,25 @@ def ground_truth_shapes(record: Dict, max_instances: Optional[int]) -> List[Shap
     return shapes
 
 
+def _cells(passing: List[Dict], rles: List[Optional[Dict]], height: int, width: int,
+           rule: OverlapRule, where: str) -> Tuple[List[Dict], List[Optional[Dict]], List]:
+    """The passing entries that are cells under ``rule``, their RLEs and their visible crops
+    in the instance map (entries without a mask are kept as they are, with no crop)."""
+    crops = [(crop, x0, y0) if crop is not None else None
+             for crop, x0, y0 in _checked_crops(rles, where)]
+    painted = paint_instance_map(crops, height, width,
+                                 scores=[float(e["score"]) for e in passing], rule=rule)
+    visible = {index: painted.visible_crop(label, crops[index])
+               for label, index in enumerate(painted.order.tolist(), start=1)}
+    keep = [i for i in range(len(passing)) if i in visible or rles[i] is None]
+    return ([passing[i] for i in keep], [rles[i] for i in keep],
+            [visible.get(i, (None, 0, 0)) for i in keep])
+
+
 def prediction_shapes(
     entries: Sequence[Dict], metadata, height: int, width: int, score_threshold: float,
     max_instances: Optional[int], bbox_format: str, where: str,
+    rule: Optional[OverlapRule] = None,
 ) -> Tuple[List[Shape], int]:
     """One image's result entries as shapes to draw, the highest scores first.
 
@@ -158,10 +175,14 @@ def prediction_shapes(
         bbox_format: ``"xywh"``, ``"xyxy"`` or ``"auto"`` (see
             :func:`seg_project.submission.entries.detect_bbox_format`).
         where: named in errors (e.g. the results file).
+        rule: None: every passing entry drawn with its whole mask (overlaps drawn over each
+            other); an overlap rule: the cells, each entry's pixels in the passing entries'
+            instance map (:func:`seg_project.data.instance_map.paint_instance_map`), so that
+            what is drawn is what the pathology metrics and the exports count.
 
     Returns:
         tuple: ``(shapes, passing)``: the shapes, and how many entries passed the threshold
-        (the cap may have dropped some).
+        (and the rule; the cap may have dropped some).
 
     Raises:
         DatasetError: a malformed entry, an unknown category, or a mask of another size or
@@ -177,20 +198,28 @@ def prediction_shapes(
     to_contiguous = _contiguous_ids(metadata)
     passing = sorted((e for e in entries if float(e["score"]) >= score_threshold),
                      key=lambda e: -float(e["score"]))
-    kept = passing[:max_instances]
+    if rule is None:
+        passing = passing[:max_instances]  # only what is drawn needs decoding
     rles = []
-    for entry in kept:
+    for entry in passing:
         if entry["category_id"] not in to_contiguous:
             raise DatasetError(where, f"category_id {entry['category_id']} is not one of the "
                                       f"dataset's ids {sorted(to_contiguous)}")
         segmentation = entry.get("segmentation")
         rles.append(None if segmentation is None
                     else _as_rle(segmentation, height, width, where))
+    if rule is None:
+        total = len([e for e in entries if float(e["score"]) >= score_threshold])
+        kept, crops = passing, _checked_crops(rles, where)
+    else:
+        passing, rles, crops = _cells(passing, rles, height, width, rule, where)
+        total = len(passing)
+        kept, crops = passing[:max_instances], crops[:max_instances]
     shapes = []
-    for entry, (crop, x0, y0) in zip(kept, _checked_crops(rles, where)):
+    for entry, (crop, x0, y0) in zip(kept, crops):
         box = None
         if entry.get("bbox") is not None:
             box = tuple(float(v) for v in formats.to_xyxy(entry["bbox"], bbox_format))
         shapes.append(Shape(crop, x0, y0, to_contiguous[entry["category_id"]],
                             float(entry["score"]), box))
-    return shapes, len(passing)
+    return shapes, total

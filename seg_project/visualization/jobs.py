@@ -4,8 +4,10 @@ command-line options they share."""
 import argparse
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..data.instance_map import DEFAULT_RULE, OverlapRule
+from ..data.score_threshold import resolve_score_threshold
 from ..submission.entries import detect_bbox_format, load_result_entries
 from ..utils.cli import number_from_0_to_1, whole_number_at_least
 from ..utils.paths import check_output_dir
@@ -181,6 +183,17 @@ def visualize_dataset(
                           progress=progress)
 
 
+def _cells_setting(score_threshold: Optional[float], overlap_rule: Optional[OverlapRule], cfg,
+                   weights) -> Tuple[float, OverlapRule]:
+    """The score threshold and overlap rule of the cells drawn (see :func:`visualize_results`),
+    logged."""
+    threshold = resolve_score_threshold(score_threshold, cfg, weights, flag="--score-threshold")
+    if overlap_rule is None:
+        overlap_rule = OverlapRule.from_config(cfg) if cfg is not None else DEFAULT_RULE
+    logger.info(f"Drawing the cells: {threshold.describe()}; {overlap_rule.describe()}")
+    return threshold.value, overlap_rule
+
+
 def _load_config(config_file, config_opts: Sequence[str] = ()):
     """A seg_project config from a YAML file and ``KEY VALUE`` overrides, with its datasets
     registered."""
@@ -208,10 +221,11 @@ def visualize_results(
     seed: int = 0,
     names: Optional[Sequence[str]] = None,
     style: DrawStyle = TOOL_STYLE,
-    score_threshold: float = 0.5,
+    score_threshold: Optional[float] = None,
     bbox_format: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    overlap_rule: Optional[OverlapRule] = None,
 ) -> List[Path]:
     """Draw a COCO results JSON over its images (``tools/visualize.py --results``).
 
@@ -231,9 +245,13 @@ def visualize_results(
             (default: ``classN`` for N up to the highest ``category_id``, at least 4).
         sample, seed, names: which images to draw (see :func:`select_records`).
         style: how to draw (:class:`~.style.DrawStyle`).
-        score_threshold: predictions scoring below it are left out.
+        score_threshold: predictions scoring below it are left out (None: the config's, see
+            :func:`seg_project.data.score_threshold.resolve_score_threshold`: its
+            ``TEST.PATHOLOGY.SCORE_THRESHOLD`` or operating point, else 0.5).
         bbox_format: ``"xywh"``, ``"xyxy"`` or ``"auto"`` (resolved once for the whole file).
         overwrite, progress: see :func:`render_predictions`.
+        overlap_rule: the cells' overlap rule (None: the config's ``TEST.INSTANCE_MAP``,
+            else :data:`seg_project.data.instance_map.DEFAULT_RULE`).
 
     Returns:
         list[Path]: the pictures written.
@@ -246,9 +264,10 @@ def visualize_results(
     entries = load_result_entries(results_file)
     if not entries:
         logger.warning(f"{results_file}: holds no predictions; drawing the plain images")
-    if config_file:
-        class_names = class_names or list(
-            _load_config(config_file, config_opts).DATASETS.CELLS.CLASS_NAMES)
+    cfg = _load_config(config_file, config_opts) if config_file else None
+    if cfg is not None:
+        class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
+    score_threshold, overlap_rule = _cells_setting(score_threshold, overlap_rule, cfg, None)
     if class_names is None and num_classes is None:
         num_classes = max([4] + [e["category_id"] for e in entries])
     records, metadata, with_gt = prediction_records(images, id_map, dataset, gt_root, split,
@@ -266,7 +285,8 @@ def visualize_results(
     return render_predictions(pairs, metadata, out_dir, style=style,
                               score_threshold=score_threshold, bbox_format=bbox_format,
                               with_ground_truth=with_gt, count=len(chosen), overwrite=overwrite,
-                              progress=progress, where=str(results_file))
+                              progress=progress, where=str(results_file),
+                              overlap_rule=overlap_rule)
 
 
 def _predict_files(cfg, weights, device, paths):
@@ -297,10 +317,11 @@ def visualize_model(
     seed: int = 0,
     names: Optional[Sequence[str]] = None,
     style: DrawStyle = TOOL_STYLE,
-    score_threshold: float = 0.5,
+    score_threshold: Optional[float] = None,
     bbox_format: str = "xywh",
     overwrite: bool = False,
     progress: bool = True,
+    overlap_rule: Optional[OverlapRule] = None,
 ) -> List[Path]:
     """Run a trained model on images and draw its predictions (``tools/visualize.py
     --config-file --weights``); with a dataset the ground truth is drawn alongside.
@@ -315,8 +336,11 @@ def visualize_model(
         dataset, gt_root, split: a dataset with ground truth (see :func:`visualize_results`).
         device: "cpu", "cuda", ... (default: the config's ``MODEL.DEVICE``, cpu without a GPU).
         class_names, num_classes: default: the config's ``DATASETS.CELLS.CLASS_NAMES``.
-        sample, seed, names, style, score_threshold, overwrite, progress: see
+        sample, seed, names, style, overwrite, progress, overlap_rule: see
             :func:`visualize_results`.
+        score_threshold: predictions scoring below it are left out (None: the config's
+            ``TEST.PATHOLOGY.SCORE_THRESHOLD`` or operating point, else the
+            ``operating_point.json`` beside ``weights``, else 0.5).
         bbox_format: the layout of the boxes the model's entries carry (``"xywh"``).
 
     Returns:
@@ -327,6 +351,7 @@ def visualize_model(
     check_output_dir(out_dir, "picture folder")  # before the model is loaded and run
     cfg = _load_config(config_file, config_opts)
     class_names = class_names or list(cfg.DATASETS.CELLS.CLASS_NAMES)
+    score_threshold, overlap_rule = _cells_setting(score_threshold, overlap_rule, cfg, weights)
     records, metadata, with_gt = prediction_records(images, None, dataset, gt_root, split,
                                                      class_names, num_classes)
     chosen = select_records(records, sample, seed, names)
@@ -337,4 +362,4 @@ def visualize_model(
     return render_predictions(pairs, metadata, out_dir, style=style,
                               score_threshold=score_threshold, bbox_format=bbox_format,
                               with_ground_truth=with_gt, count=len(chosen), overwrite=overwrite,
-                              progress=progress, where=str(weights))
+                              progress=progress, where=str(weights), overlap_rule=overlap_rule)

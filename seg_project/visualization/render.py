@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ..data.image_io import read_image
+from ..data.instance_map import OverlapRule
 from ..utils.atomic_files import atomic_write
 from .draw import draw_ground_truth, draw_predictions, side_by_side
 from .sources import image_name
@@ -120,6 +121,7 @@ def render_predictions(
     overwrite: bool = False,
     progress: bool = True,
     where: str = "<predictions>",
+    overlap_rule: Optional[OverlapRule] = None,
 ) -> List[Path]:
     """Draw predictions, optionally next to the ground truth, one picture per image.
 
@@ -130,7 +132,7 @@ def render_predictions(
         out_dir: output folder; pictures are ``<image name>.png``.
         style: how to draw (default :data:`~.style.TOOL_STYLE`); the ground truth is drawn
             with the same style but no boxes, so both halves have one scale.
-        score_threshold, bbox_format: see :func:`draw_predictions`.
+        score_threshold, bbox_format, overlap_rule: see :func:`draw_predictions`.
         with_ground_truth: draw ground truth (left) and predictions (right), double width.
         count: the number of pairs, for the progress bar.
         overwrite: replace existing pictures.
@@ -152,7 +154,8 @@ def render_predictions(
             raise ValueError(f"two images would both be drawn to {target}")
         image = read_image(record["file_name"])
         picture = draw_predictions(image, entries, metadata, score_threshold, style,
-                                   bbox_format=bbox_format, where=where)
+                                   bbox_format=bbox_format, where=where,
+                                   overlap_rule=overlap_rule)
         if with_ground_truth:
             truth = draw_ground_truth(image, record, metadata, truth_style)
             picture = side_by_side(truth, picture)
