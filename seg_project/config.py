@@ -20,8 +20,9 @@ read a run's ``config.yaml`` stay light.
 import difflib
 import math
 import os
+import re
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import yaml
 
@@ -231,18 +232,43 @@ def _with_suggestion(error: ConfigError, cfg) -> ConfigError:
     return error
 
 
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+
+
+def _yaml_problem(error: yaml.YAMLError) -> Tuple[str, str]:
+    """The file a YAML error is in ("" if unknown) and the problem, in one line.
+
+    A tag that plain YAML does not know (``!!python/object/apply:os.system``) is named as such:
+    config files are read with ``yaml.safe_load`` only, since building Python objects from a
+    file can run code.
+    """
+    mark = getattr(error, "problem_mark", None)
+    where = mark.name if mark is not None and os.path.isfile(str(mark.name)) else ""
+    line = f" (line {mark.line + 1})" if mark is not None else ""
+    problem = str(getattr(error, "problem", "") or error).strip().splitlines()[0]
+    tag = re.match(r"could not determine a constructor for the tag '(.+)'$", problem)
+    if isinstance(error, yaml.constructor.ConstructorError) and tag:
+        name = tag.group(1)
+        name = "!!" + name[len(_YAML_TAG_PREFIX):] if name.startswith(_YAML_TAG_PREFIX) else name
+        return where, (f"holds the YAML tag {name}{line}, which is refused: config files are "
+                       "read as plain data (a Python tag could run code)")
+    return where, f"is not a readable YAML file: {problem}{line}"
+
+
 def load_config(config_file=None, opts: Sequence[str] = ()):
     """A seg_project config from a YAML file and ``KEY VALUE`` overrides (not yet frozen).
 
-    Every config file the project reads goes through here.
+    Every config file the project reads goes through here. YAML is read as plain data
+    (``yaml.safe_load``, ``_BASE_`` files included): a Python tag is refused, never run.
 
     Args:
         config_file: the YAML config; None: the defaults of :func:`get_seg_project_cfg`.
         opts: ``KEY VALUE`` overrides.
 
     Raises:
-        ConfigError: a missing or unreadable config file (naming it), or a key that does not
-            exist or a value of the wrong type (naming the key).
+        ConfigError: a missing or unreadable config file (naming it, or the ``_BASE_`` file
+            at fault), a Python tag, or a key that does not exist or a value of the wrong
+            type (naming the key).
     """
     cfg = get_seg_project_cfg()
     if config_file is not None:
@@ -250,8 +276,13 @@ def load_config(config_file=None, opts: Sequence[str] = ()):
         if not os.path.isfile(config_file):
             raise ConfigError(config_file, "config file not found")
         try:
-            cfg.merge_from_file(config_file)
-        except Exception as e:  # noqa: BLE001 - yaml, yacs and IO errors all mean a bad file
+            cfg.merge_from_file(config_file, allow_unsafe=False)
+        except yaml.YAMLError as e:  # the file itself or one of its _BASE_ files
+            where, problem = _yaml_problem(e)
+            if where and os.path.abspath(where) != os.path.abspath(config_file):
+                problem += f" (it is a _BASE_ of {config_file})"
+            raise ConfigError(where or config_file, problem) from None
+        except Exception as e:  # noqa: BLE001 - yacs and IO errors all mean a bad file
             error = config_error(e)
             if error is not None:
                 raise ConfigError(config_file, str(_with_suggestion(error, cfg))) from None
@@ -273,13 +304,15 @@ def read_config_dict(path) -> Dict:
     tools that only look at a run's ``config.yaml``; Detectron2 is not imported.
 
     Raises:
-        DatasetError: a missing or empty file, one that is not YAML, or whose top level is not
-            a mapping.
+        DatasetError: a missing or empty file, one that is not YAML (or holds a Python tag,
+            which is never run), or whose top level is not a mapping.
     """
     path = require_file(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+    except yaml.YAMLError as e:
+        raise DatasetError(path, _yaml_problem(e)[1]) from None
+    except UnicodeDecodeError as e:
         raise DatasetError(path, f"is not a readable YAML file ({e})") from None
     if data is None:
         return {}

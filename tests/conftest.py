@@ -2,6 +2,7 @@
 and one short training run that several tests reuse."""
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,19 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def quiet_earlier_runs():
+    """Take off the run loggers the console handlers of earlier in-process runs: Detectron2's
+    ``setup_logger`` points them at that test's captured output, closed by now, and logging
+    would print a traceback to this test's stderr for every line (a tool run from the shell
+    has one run per process and never meets this)."""
+    for name in ("detectron2", "fvcore", "seg_project"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

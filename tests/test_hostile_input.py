@@ -14,17 +14,21 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from conftest import QUICK_CONFIG, load_tool, tiny_opts
+from conftest import QUICK_CONFIG, REPO, load_tool, tiny_opts, train_args
 from test_bad_input import forged_tiff
 from test_reliability import error_line, listing
 
 from seg_project.utils.atomic_files import OutputStaging, write_bytes
 from seg_project.utils.cli import EXIT_INTERRUPTED, run_tool
+from seg_project.utils.run_files import LOCK_FILE
 
 predict_tool = load_tool("predict")
 dataset_stats_tool = load_tool("dataset_stats")
@@ -231,3 +235,249 @@ def test_staged_outputs_leave_nothing_without_a_commit(tmp_path):
     with OutputStaging(tmp_path / "keep") as staging:
         write_bytes(staging.folder / "old.json", b"new")
     assert listing(tmp_path / "keep") == before
+
+
+# ------------------------------------------------------------------ evaluate.py
+
+evaluate_tool = load_tool("evaluate")
+train_net = load_tool("train_net")
+
+
+def _val_results(trained_run) -> list:
+    """The training run's predictions on cells_val (valid COCO result entries)."""
+    path = trained_run / "inference" / "cells_val" / "coco_instances_results.json"
+    entries = json.loads(path.read_text())
+    assert entries
+    return entries
+
+
+def _evaluate(synthetic_root, results, *extra) -> int:
+    return evaluate_tool.main([str(results), "--gt", str(synthetic_root / "train"), *extra])
+
+
+@pytest.mark.parametrize("case", ["missing", "mask-size", "score-low", "score-high",
+                                  "unknown-image", "not-json"])
+def test_evaluate_refuses_a_bad_results_file_with_one_line(synthetic_root, trained_run,
+                                                           tmp_path, capsys, case):
+    entries = _val_results(trained_run)
+    first = entries[0]
+    height, width = first["segmentation"]["size"]
+    where = f"entry 0 (image_id {first['image_id']})"
+    source = f"the ground truth ({synthetic_root / 'train'})"
+    results = tmp_path / "results.json"
+    problem = {
+        "missing": "file not found",
+        "mask-size": (f"{where}: segmentation size [{height + 1}, {width}] differs from the "
+                      f"image's size [{height}, {width}] in {source}"),
+        "score-low": f"{where}: score -0.5 is outside [0, 1]",
+        "score-high": f"{where}: score 7.5 is outside [0, 1]",
+        "unknown-image": f"entry 0 (image_id 123456789): image_id 123456789 is not in {source}",
+        "not-json": "not valid JSON: the list is not closed (truncated?)",
+    }[case]
+    if case == "mask-size":
+        first["segmentation"]["size"] = [height + 1, width]
+    elif case.startswith("score"):
+        first["score"] = -0.5 if case == "score-low" else 7.5
+    elif case == "unknown-image":
+        first["image_id"] = 123456789
+    if case == "not-json":
+        results.write_text(json.dumps(entries)[:-1])
+    elif case != "missing":
+        results.write_text(json.dumps(entries))
+    before = listing(tmp_path)
+    assert _evaluate(synthetic_root, results) == 2
+    assert error_line(capsys.readouterr().err) == f"error: {results}: {problem}"
+    assert listing(tmp_path) == before
+
+
+def test_evaluate_reads_only_the_entries_a_figure_counts_with_the_same_coco_numbers(
+        synthetic_root, trained_run, tmp_path, capsys):
+    """Entries beyond the best max(high cap, 100) of an image and class never count in COCO
+    AP: read one at a time, they are left out (memory stays bounded) and every COCO figure
+    equals the one computed on all of them."""
+    from seg_project.evaluation.predictions import evaluate_predictions
+    from seg_project.evaluation.results_file import ground_truth, read_best_entries
+
+    entries = _val_results(trained_run)
+    pair = (entries[0]["image_id"], entries[0]["category_id"])
+    in_pair = sum((e["image_id"], e["category_id"]) == pair for e in entries)
+    extra = 150  # as many as 100 + 50 beyond the cap, at the lowest score (ties among them)
+    entries += [dict(entries[0], score=0.0) for _ in range(extra)]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(entries))
+    left_out = in_pair + extra - 100
+    kept, dropped = read_best_entries(results, 100)
+    assert 0 < in_pair < 100 and all(e["score"] > 0 for e in entries[:-extra])
+    # the model's entries are kept; of the equal scores, the earliest (as COCOeval ranks them)
+    assert dropped == left_out and kept == entries[:len(entries) - left_out]
+    assert _evaluate(synthetic_root, results, "--json", "--high-cap", "100",
+                     "--pathology-threshold", "0.5") == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["input"]["entries"] == len(entries)
+    assert metrics["input"]["left_out"] == left_out
+    coco_gt, names = ground_truth(synthetic_root / "train", [f"class{k}" for k in range(1, 5)])
+    full = evaluate_predictions(coco_gt, entries, names, high_cap=100, pathology_threshold=None)
+    for task in ("segm", "bbox"):
+        for key, value in full[task].items():
+            assert metrics[task][key] == (None if value != value else pytest.approx(value)), key
+
+
+# ------------------------------------------------------------------ concurrent runs
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    """Start a process that holds a folder's run lock until the test ends; returns a
+    function of the folder giving the process."""
+    held = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        code = ("import sys\n"
+                "from seg_project.utils.run_lock import run_folder_lock\n"
+                f"with run_folder_lock({str(folder)!r}):\n"
+                "    print('held', flush=True)\n"
+                "    sys.stdin.read()\n")
+        process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        held.append(process)
+        assert process.stdout.readline().strip() == "held"
+        return process
+
+    yield hold
+    for process in held:
+        process.communicate("", timeout=30)
+
+
+def _run_copy(trained_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(
+        synthetic_root, trained_run, tmp_path, capsys, lock_holder):
+    run = _run_copy(trained_run, tmp_path)
+    planted = run / ".model_0000001.pth.planted.tmp"  # --resume would delete it, unlocked
+    planted.write_bytes(b"the other run's checkpoint, being written")
+    holder = lock_holder(run)
+    before = listing(run)
+    owner = json.loads((run / LOCK_FILE).read_text())
+    for extra in ([], ["--resume"], ["--eval-only", "MODEL.WEIGHTS",
+                                     str(trained_run / "model_final.pth")]):
+        assert train_net.command(train_args(synthetic_root, run, *extra, epochs=3)) == 2
+        assert error_line(capsys.readouterr().err) == (
+            f"error: {run}: another run is using this run folder (pid {holder.pid} on host "
+            f"{socket.gethostname()}, started {owner['started']}): wait for it to end, or "
+            "choose another OUTPUT_DIR")
+        assert listing(run) == before
+
+
+def test_a_stale_lock_is_taken_over_with_a_note_and_the_lock_is_released(
+        synthetic_root, trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead = {"pid": int(finished.stdout), "host": socket.gethostname(),
+            "started": "2020-01-01 00:00:00"}
+    (run / LOCK_FILE).write_text(json.dumps(dead))
+    assert train_net.command(train_args(synthetic_root, run, "--eval-only", "MODEL.WEIGHTS",
+                                        str(trained_run / "model_final.pth"))) == 0
+    capsys.readouterr()
+    assert (f"Took over {run / LOCK_FILE}: its run (pid {dead['pid']} on host "
+            f"{dead['host']}, started {dead['started']}) is no longer running"
+            ) in (run / "log.txt").read_text()
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_a_lock_of_another_host_is_not_taken_over(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere",
+                                             "started": "2020-01-01 00:00:00"}))
+    before = listing(run)
+    assert train_net.command(train_args(synthetic_root, run)) == 2
+    assert error_line(capsys.readouterr().err) == (
+        f"error: {run}: another run is using this run folder (pid 1 on host elsewhere, "
+        f"started 2020-01-01 00:00:00) (on another host: if that run is gone, delete "
+        f"{run / LOCK_FILE}): wait for it to end, or choose another OUTPUT_DIR")
+    assert listing(run) == before
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError("a bug")],
+                         ids=["ctrl-c", "error"])
+def test_the_lock_is_released_when_a_run_stops(synthetic_root, trained_run, tmp_path,
+                                               capsys, monkeypatch, stop):
+    run = tmp_path / "run"
+    seen = []
+
+    def stopped(cfg, *args, **kwargs):
+        seen.append((run / LOCK_FILE).is_file())
+        raise stop
+
+    monkeypatch.setattr("seg_project.engine.evaluate_weights", stopped)
+    argv = train_args(synthetic_root, run, "--eval-only", "MODEL.WEIGHTS",
+                      str(trained_run / "model_final.pth"))
+    if isinstance(stop, RuntimeError):
+        with pytest.raises(RuntimeError, match="a bug"):  # a bug keeps its traceback
+            train_net.command(argv)
+    else:
+        assert train_net.command(argv) == EXIT_INTERRUPTED
+    capsys.readouterr()
+    assert seen == [True] and not (run / LOCK_FILE).exists()
+
+
+# ------------------------------------------------------------------ full disk in training
+
+
+class _FullFile:
+    """A file on a full disk: every write fails as the OS says it (no file named)."""
+
+    def __init__(self, name: str = ""):
+        self.name = name
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("target", ["metrics.json", "log.txt", "checkpoint"])
+def test_a_full_disk_in_training_is_one_line_naming_the_file(
+        synthetic_root, tmp_path, capsys, monkeypatch, target):
+    run = tmp_path / "run"
+    if target == "metrics.json":
+        from detectron2.utils.events import JSONWriter
+
+        monkeypatch.setattr(JSONWriter, "write", _no_space)
+        named = run / "metrics.json"
+    elif target == "log.txt":
+        import detectron2.utils.logger as d2_logger
+
+        monkeypatch.setattr(d2_logger, "_cached_log_stream", _FullFile)
+        named = run / "log.txt"
+    else:
+        import seg_project.checkpoint.checkpointer as checkpointer
+
+        monkeypatch.setattr(checkpointer, "open", lambda path, mode: _FullFile(path),
+                            raising=False)
+        named = run / "model_final.pth"
+    code = train_net.command(train_args(synthetic_root, run, epochs=1,
+                                        **{"TEST.EVAL_PERIOD": 0, "DATASETS.TEST": "()"}))
+    captured = capsys.readouterr()
+    assert code == 2
+    assert error_line(captured.err) == f"error: {named}: No space left on device"
+    assert "Traceback" not in captured.out
+    assert not list(run.glob("*.pth")) and not list(run.glob(".*.tmp"))
+    assert not (run / LOCK_FILE).exists()

@@ -198,7 +198,7 @@ def test_rule_values_and_config_keys():
         OverlapRule(min_visible_fraction=1.5)
     with pytest.raises(ValueError):
         OverlapRule(max_mask_iou=0.0)
-    assert DEFAULT_RULE.describe() == "overlaps: drop < 50% visible"
+    assert DEFAULT_RULE.describe() == "overlaps: drop < 70% visible"
     assert NO_RULE.describe() == "overlaps: higher score wins, none dropped"
     for key, value in (("TEST.INSTANCE_MAP.MIN_VISIBLE_FRACTION", "1.5"),
                        ("TEST.INSTANCE_MAP.MAX_MASK_IOU", "0.0"),

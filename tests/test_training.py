@@ -200,9 +200,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     before = (tmp_path / "model_best.pth").read_bytes()
     real_save = torch.save
 
-    def dies_mid_write(obj, path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def dies_mid_write(obj, file, *args, **kwargs):  # the checkpointer hands torch a file
+        file.write(b"partial")
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(torch, "save", dies_mid_write)

@@ -9,12 +9,20 @@ Examples:
         --config-file configs/mask_rcnn_R_50_FPN_cells.yaml --dataset cells_val \
         DATASETS.CELLS.ROOT /data/hw3
     python tools/evaluate.py test-results.json --gt ../shared/data/consep/test --json
+
+The results file is checked against the ground truth with the submission checker's rules
+(image ids and sizes, classes, scores in [0, 1], valid masks, boxes that fit them) and read one
+entry at a time, keeping the best entries of each image and class that any figure counts.
+Bad input (a missing file, a bad entry, an unknown key) stops it with
+``error: <file or key>: <problem>`` and exit status 2.
 """
 
 import argparse
 import json
 import math
 import sys
+
+from seg_project.utils.cli import add_debug_argument, run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "config's TEST.PATHOLOGY.SCORE_THRESHOLD if set, else the "
                              "operating point a run's config.yaml records, else 0.5)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
     return parser
 
@@ -55,8 +64,7 @@ def _nan_to_none(value):
     return value
 
 
-def main(argv=None) -> int:
-    """Evaluate and print; returns the exit status."""
+def _main(argv) -> int:
     args = build_parser().parse_intermixed_args(argv)
     import seg_project  # noqa: F401  (quiets import warnings)
     from seg_project.config import load_config, register_datasets_from_config
@@ -88,8 +96,17 @@ def main(argv=None) -> int:
         info = metrics["input"]
         print(f"{info['entries']} results on {info['images']} images of {info['ground_truth']} "
               f"(boxes read as {info['bbox_format']})\n")
+        if info["left_out"]:
+            print(f"{info['left_out']} results beyond the best {max(high_cap, 100)} of their "
+                  "image and class were left out (no COCO figure counts them; the pathology "
+                  "figures leave them out too)\n")
         print(format_tables(metrics, info["class_names"], high_cap))
     return 0
+
+
+def main(argv=None) -> int:
+    """Evaluate and print; returns the exit status (2 for bad input, printed as one line)."""
+    return run_tool(_main, argv)
 
 
 if __name__ == "__main__":

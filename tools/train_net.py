@@ -13,10 +13,12 @@ A finished training writes OUTPUT_DIR/report.html (tools/report.py), the run's r
 
 Bad config keys or values, data, weights or checkpoints stop the run before anything is
 written, with ``error: <file or key>: <problem>`` and exit status 2 (``--debug`` or
-``SEG_PROJECT_DEBUG=1`` for the traceback).
+``SEG_PROJECT_DEBUG=1`` for the traceback). A run holds OUTPUT_DIR/.lock while it runs: a
+second run into the same folder is refused the same way.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -28,24 +30,40 @@ from seg_project.utils.cli import (
     run_tool,
     user_errors,
 )
+from seg_project.utils.run_lock import run_folder_lock
 
 
+@contextlib.contextmanager
 def setup(args):
-    """The frozen config of the run, with logging and the run folder set up: the config file
-    and trailing ``KEY VALUE`` overrides checked, datasets registered and read, epochs
-    resolved, weights or the resume checkpoint checked, all before anything is written.
+    """The frozen config of the run, with logging and the run folder set up, for the block:
+    the config file and trailing ``KEY VALUE`` overrides checked, datasets registered and
+    read, epochs resolved, weights or the resume checkpoint checked, all before anything is
+    written; then the run folder's lock taken (released when the block ends) and the folder
+    started.
 
-    Returns:
+    Yields:
         the config, or None when ``--resume`` finds nothing left to do (said on stdout; the
         run folder is left as it is).
+
+    Raises:
+        RunFolderInUseError: another run is using ``OUTPUT_DIR``.
     """
+    from detectron2.utils import comm
+
     from seg_project.engine import plan_run, start_run
 
     plan = plan_run(args)
     if plan.nothing_to_do:
         print(plan.nothing_to_do, flush=True)
-        return None
-    return start_run(plan, args)
+        yield None
+        return
+    # Processes started by launch run under the lock their launching process holds.
+    lock = (run_folder_lock(plan.cfg.OUTPUT_DIR) if comm.get_world_size() == 1
+            else contextlib.nullcontext())
+    with lock as note:
+        if note:
+            plan.notes.append(note)
+        yield start_run(plan, args)
 
 
 def main(args):
@@ -54,16 +72,16 @@ def main(args):
     from seg_project.engine import CellsTrainer, evaluate_weights
     from seg_project.engine.report import write_run_report
 
-    cfg = setup(args)
-    if cfg is None:
-        return None
-    if args.eval_only:
-        return evaluate_weights(cfg)
-    trainer = CellsTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
-    write_run_report(cfg.OUTPUT_DIR)
-    return results
+    with setup(args) as cfg:
+        if cfg is None:
+            return None
+        if args.eval_only:
+            return evaluate_weights(cfg)
+        trainer = CellsTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+        write_run_report(cfg.OUTPUT_DIR)
+        return results
 
 
 def _worker(args):
@@ -121,8 +139,13 @@ def _command(argv) -> int:
     if plan.nothing_to_do:
         print(plan.nothing_to_do, flush=True)
         return 0
-    launch(_worker, args.num_gpus, num_machines=args.num_machines,
-           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    # The first machine's launching process holds the run folder's lock for all of them.
+    with (run_folder_lock(plan.cfg.OUTPUT_DIR) if args.machine_rank == 0
+          else contextlib.nullcontext()) as note:
+        if note:
+            print(note, flush=True)
+        launch(_worker, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     return 0
 
 

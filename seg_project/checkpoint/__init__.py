@@ -5,15 +5,20 @@
 - :mod:`.checkpointer`: :class:`~.checkpointer.CellsCheckpointer` (atomic saves, clear errors
   about weights files) and :func:`~.checkpointer.read_weights`;
 - :mod:`.resume`: :func:`~.resume.find_resume_point`, the checkpoint ``--resume`` continues
-  from, read and checked before anything is written.
+  from, read and checked before anything is written;
+- :mod:`.safe_load`: :func:`~.safe_load.read_weights_file`, every weights file read without
+  running code it may hold (``SEG_PROJECT_TRUSTED_WEIGHTS`` names the user's trusted
+  exceptions).
 """
 
 from .checkpointer import CellsCheckpointer, WeightsNotFoundError, read_weights
 from .fit import PREDICTOR_LAYERS, check_predictors, config_asks, predictor_outputs
 from .resume import ResumePoint, find_resume_point
+from .safe_load import TRUSTED_WEIGHTS_ENV, read_weights_file
 
 __all__ = [
     "PREDICTOR_LAYERS",
+    "TRUSTED_WEIGHTS_ENV",
     "CellsCheckpointer",
     "ResumePoint",
     "WeightsNotFoundError",
@@ -22,4 +27,5 @@ __all__ = [
     "find_resume_point",
     "predictor_outputs",
     "read_weights",
+    "read_weights_file",
 ]

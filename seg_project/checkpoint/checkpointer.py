@@ -19,6 +19,7 @@ from .fit import (
     layer_name,
     strip_module_prefix,
 )
+from .safe_load import read_weights_file
 
 __all__ = [
     "CellsCheckpointer",
@@ -51,6 +52,61 @@ def _format_problem(path: str) -> Optional[str]:
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
         return None  # a PyTorch zip archive, or a pickle (legacy .pth, Detectron2 .pkl)
     return "neither a PyTorch checkpoint (zip archive) nor a pickle"
+
+
+def _as_checkpoint(data, filename: str):
+    """Detectron2's checkpoint layout of what a weights file holds, as
+    ``DetectionCheckpointer._load_file`` lays it out: a ``.pkl`` of the model zoo as it is,
+    other ``.pkl`` files as Caffe2 / Detectron1 blobs, a ``.pyth`` as pycls's
+    ``model_state``, and a bare state dict under ``"model"``."""
+    if not isinstance(data, dict):
+        return data
+    if filename.endswith(".pkl"):
+        if "model" in data and "__author__" in data:
+            return data
+        blobs = data.get("blobs", data)
+        if not isinstance(blobs, dict):
+            return blobs
+        return {"model": {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")},
+                "__author__": "Caffe2", "matching_heuristics": True}
+    if filename.endswith(".pyth"):
+        if not isinstance(data.get("model_state"), dict):
+            raise WeightsError(filename, "holds no model_state: not a pycls checkpoint")
+        return {"model": {k: v for k, v in data["model_state"].items()
+                          if not str(k).endswith("num_batches_tracked")},
+                "__author__": "pycls", "matching_heuristics": True}
+    return data if "model" in data else {"model": data}
+
+
+class _RecordedWrites:
+    """A file for ``torch.save`` that keeps the ``OSError`` of a failed write (a full disk):
+    torch reports it as a ``RuntimeError`` about stream positions."""
+
+    def __init__(self, file):
+        self._file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+def _torch_save(data, path: str) -> None:
+    """``torch.save(data, path)``; a failed write raises its ``OSError`` (e.g. ENOSPC)."""
+    with open(path, "wb") as f:
+        stream = _RecordedWrites(f)
+        try:
+            torch.save(data, stream)
+        except RuntimeError:
+            if stream.error is None:
+                raise
+            raise stream.error from None
 
 
 def read_weights(path: str) -> Dict:
@@ -87,7 +143,9 @@ class CellsCheckpointer(DetectionCheckpointer):
       fresh.
     - ``--resume`` continues from the newest training checkpoint: ``model_final.pth``, else
       the highest-numbered ``model_<iter>.pth`` (every one on disk is complete), so a kill
-      between writing a checkpoint and updating ``last_checkpoint`` loses nothing.
+      between writing a checkpoint and updating ``last_checkpoint`` loses nothing; a
+      ``last_checkpoint`` naming a file outside the run folder is refused.
+    - Every file is read without running code it may hold (:mod:`.safe_load`).
     """
 
     _loading: str = ""
@@ -103,7 +161,7 @@ class CellsCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
-        atomic_write(path, lambda temp: torch.save(data, temp))
+        atomic_write(path, lambda temp: _torch_save(data, temp))
         if tag_last:
             self.tag_last_checkpoint(basename)
 
@@ -117,7 +175,18 @@ class CellsCheckpointer(DetectionCheckpointer):
         periodic = sorted(n for n in names if PERIODIC_CHECKPOINT_RE.match(n))
         if periodic:
             return os.path.join(self.save_dir, periodic[-1])
-        return super().get_checkpoint_file()
+        tag = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        try:
+            with open(tag, encoding="utf-8") as f:
+                name = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+        if os.path.dirname(name) or name in (".", ".."):
+            raise WeightsError(tag, f"names {name[:200]!r}, which is not a file of this run "
+                                    "folder: --resume continues only from the run's own "
+                                    "checkpoints (to start from other weights, train a new "
+                                    "run with MODEL.WEIGHTS)")
+        return os.path.join(self.save_dir, name)
 
     def has_checkpoint(self) -> bool:
         return super().has_checkpoint() or os.path.isfile(self.get_checkpoint_file())
@@ -180,10 +249,12 @@ class CellsCheckpointer(DetectionCheckpointer):
             ) from None
 
     def _load_file(self, filename: str):
+        """Read a weights file without running code it holds (:mod:`.safe_load`) into
+        Detectron2's checkpoint layout (``{"model": state, ...}``)."""
         if os.path.isfile(filename) and os.path.getsize(filename) == 0:
             raise WeightsError(filename, "is empty (0 bytes): not a weights file")
         try:
-            checkpoint = super()._load_file(filename)
+            checkpoint = _as_checkpoint(read_weights_file(filename), filename)
         except WeightsError:
             raise
         except Exception as e:  # noqa: BLE001 - torch and pickle raise many kinds here
@@ -195,13 +266,33 @@ class CellsCheckpointer(DetectionCheckpointer):
                                          f"or not a checkpoint): {detail}") from e
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), Mapping):
             raise WeightsError(filename, "holds no model weights (not a checkpoint)")
+        if "__author__" in checkpoint and not checkpoint.get("matching_heuristics"):
+            self.logger.info(f"Reading a file from '{checkpoint['__author__']}'")
         return checkpoint
 
-    def _load_model(self, checkpoint):
-        path = self._loading or "the checkpoint"
+    def fitted_state(self, checkpoint: Dict, path: str,
+                     require_fit: Optional[str] = None) -> Dict:
+        """Check a checkpoint (as :meth:`_load_file` returns it) against this model before
+        loading it; also what ``plan_run`` calls, with a model on the meta device, before
+        anything is written.
+
+        Caffe2 / pycls weights are first renamed to the model's names, in place, as Detectron2
+        does while loading.
+
+        Args:
+            checkpoint: the checkpoint dict.
+            path: the file, named in errors.
+            require_fit: if given (what the config asks for, see :func:`config_asks`), the
+                box and mask predictors must fit the model.
+
+        Returns:
+            dict: the checkpoint's model state under the model's names.
+
+        Raises:
+            WeightsError: none of the model's weights are in the file, or (``require_fit``)
+                its predictors do not fit.
+        """
         if checkpoint.get("matching_heuristics", False):
-            # Detectron2 renames these (Caffe2 / pycls) weights while loading; do it first so
-            # that they are checked under the model's names.
             self._convert_ndarray_to_tensor(checkpoint["model"])
             checkpoint["model"] = align_and_update_state_dicts(
                 self.model.state_dict(), checkpoint["model"],
@@ -214,11 +305,16 @@ class CellsCheckpointer(DetectionCheckpointer):
             raise WeightsError(path, f"holds none of this model's weights (it has "
                                      f"{len(state)} tensors, e.g. {example}): weights of "
                                      "another kind of model")
-        if self._require_fit is not None:
+        if require_fit is not None:
             expected = {key: tuple(model_state[key].shape)
                         for key in (f"{layer}.weight" for layer in PREDICTOR_LAYERS)
                         if key in model_state}
-            check_predictors(state, expected, path, self._require_fit)
+            check_predictors(state, expected, path, require_fit)
+        return state
+
+    def _load_model(self, checkpoint):
+        path = self._loading or "the checkpoint"
+        self.fitted_state(checkpoint, path, self._require_fit)
         try:
             return super()._load_model(checkpoint)
         except ValueError as e:  # e.g. "Unsupported type found in checkpoint!"

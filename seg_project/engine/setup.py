@@ -4,8 +4,9 @@ A run is prepared in two steps so that bad input never leaves a trace in ``OUTPU
 
 1. :func:`plan_run` reads and checks everything the run will use and writes nothing: the
    config (keys and values), every dataset of ``DATASETS.TRAIN`` and ``DATASETS.TEST``, the
-   weights (``--eval-only``: they must fit the config's classes) or the checkpoint that
-   ``--resume`` continues from (readable, fitting, and whether anything is left to do).
+   weights (read safely, fitting the model; for ``--eval-only`` also the config's classes) or
+   the checkpoint that ``--resume`` continues from (readable, fitting, and whether anything is
+   left to do).
 2. :func:`start_run` sets up logging and the run folder (``config.yaml``, ``log.txt``,
    ``cells_split.json``).
 
@@ -26,7 +27,6 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import (
     CellsCheckpointer,
     ResumePoint,
-    check_predictors,
     config_asks,
     find_resume_point,
     predictor_outputs,
@@ -37,16 +37,25 @@ from ..data.catalog import write_split_file
 from ..data.intensity import IntensityRule, read_intensity_rule_file, write_intensity_rule_file
 from ..data.score_threshold import resolve_score_threshold
 from ..data.stats import compute_intensity_rule
-from ..utils.atomic_files import remove_stale_temporaries
+from ..utils.atomic_files import naming_target, remove_stale_temporaries
 from ..utils.device import resolve_device
 from ..utils.errors import ConfigError, DatasetError
-from ..utils.run_files import INTENSITY_RULE_FILE, LAST_CHECKPOINT_FILE, REPORT_FILE, SPLIT_FILE
+from ..utils.run_files import (
+    CONFIG_FILE,
+    INTENSITY_RULE_FILE,
+    LAST_CHECKPOINT_FILE,
+    LOG_FILE,
+    REPORT_FILE,
+    SPLIT_FILE,
+)
+from .write_errors import log_write_errors_unreported, stop_on_log_write_errors
 
 __all__ = [
     "RunPlan",
     "check_weights",
     "evaluate_weights",
     "finalize_config",
+    "model_skeleton",
     "plan_run",
     "setup_cfg",
     "start_run",
@@ -178,15 +187,30 @@ class RunPlan:
     nothing_to_do: Optional[str] = None
 
 
-def check_weights(cfg, eval_only: bool = False) -> None:
-    """Read ``MODEL.WEIGHTS`` (downloading a URL) before anything is written.
+def model_skeleton(cfg):
+    """The config's model with its parameters on the meta device: the names and shapes of
+    its weights, built in a fraction of a second without memory for them."""
+    from detectron2.modeling import build_model
 
-    For evaluation the box and mask predictors must fit the config's classes; for training
-    any readable weights do (layers of another shape start fresh).
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def check_weights(cfg, eval_only: bool = False) -> None:
+    """Read ``MODEL.WEIGHTS`` (downloading a URL) and check it against the config's model
+    (:meth:`CellsCheckpointer.fitted_state`), before anything is written.
+
+    The weights must hold some of the model's tensors; for evaluation the box and mask
+    predictors must also fit the config's classes (for training, layers of another shape
+    start fresh).
 
     Raises:
         WeightsNotFoundError: missing file or failed download.
-        WeightsError: unreadable, or (``eval_only``) not fitting the config.
+        WeightsError: unreadable, weights of another model, or (``eval_only``) predictors
+            that do not fit the config.
         ConfigError: ``eval_only`` without ``MODEL.WEIGHTS``.
     """
     weights = cfg.MODEL.WEIGHTS
@@ -196,8 +220,8 @@ def check_weights(cfg, eval_only: bool = False) -> None:
                                                "evaluate")
         return
     checkpoint = read_weights(weights)
-    if eval_only:
-        check_predictors(checkpoint["model"], predictor_outputs(cfg), weights, config_asks(cfg))
+    CellsCheckpointer(model_skeleton(cfg)).fitted_state(
+        checkpoint, weights, config_asks(cfg) if eval_only else None)
 
 
 def plan_run(args) -> RunPlan:
@@ -250,9 +274,14 @@ def start_run(plan: RunPlan, args):
         the frozen config.
     """
     cfg = plan.cfg
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_project",
-                 abbrev_name="seg")
+    # A full disk names the file: config.yaml here, log.txt from the first line logged after.
+    with log_write_errors_unreported(), naming_target(os.path.join(cfg.OUTPUT_DIR,
+                                                                     CONFIG_FILE)):
+        default_setup(cfg, args)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_project",
+                     abbrev_name="seg")
+    if comm.is_main_process():
+        stop_on_log_write_errors(os.path.join(cfg.OUTPUT_DIR, LOG_FILE))
     for note in plan.notes:
         logger.info(note)
     if plan.resume_from is not None:

@@ -1,5 +1,6 @@
 """CellsTrainer: Detectron2's DefaultTrainer for the cell datasets, epoch by epoch."""
 
+import contextlib
 import logging
 import os
 import weakref
@@ -11,7 +12,7 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.utils import comm
-from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
+from detectron2.utils.events import EventStorage, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import CellsCheckpointer, config_asks
@@ -19,6 +20,7 @@ from ..data.mapper import CellsDatasetMapper
 from ..evaluation.evaluator import CellsCOCOEvaluator
 from ..inference.postprocess import RLEOutputModel
 from ..inference.tiling import TiledInference
+from ..utils.cli import as_user_error
 from ..utils.run_files import INFERENCE_DIR, METRICS_FILE, TTA_INFERENCE_DIR
 from .hooks import (
     BestCheckpointHook,
@@ -29,6 +31,7 @@ from .hooks import (
 )
 from .mixed_precision import MixedPrecisionTrainer
 from .report import choose_run_operating_point
+from .write_errors import NamedJSONWriter
 
 __all__ = ["CellsTrainer"]
 
@@ -186,7 +189,7 @@ class CellsTrainer(DefaultTrainer):
         iters_per_epoch = self.cfg.SOLVER.ITERS_PER_EPOCH
         return [
             EpochMetricPrinter(self.max_iter, iters_per_epoch),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE)),
+            NamedJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE)),
             TensorboardXWriter(self.cfg.OUTPUT_DIR),
         ]
 
@@ -257,10 +260,28 @@ class CellsTrainer(DefaultTrainer):
                         break
                 # Unlike TrainerBase, self.iter stays at the last iteration that ran (the final
                 # evaluation already ran in its after_step, see EpochEvalHook).
-            except Exception:
-                logger.exception("Exception during training:")
+            except BaseException as e:
+                self._end_after_failure(e)
                 raise
-            finally:
-                self.after_train()
+            self.after_train()
         choose_run_operating_point(self.cfg)
         return getattr(self, "_last_eval_results", None)
+
+    def _end_after_failure(self, error: BaseException) -> None:
+        """Log why training stopped (one line for an expected failure such as a full disk,
+        else the traceback) and run the hooks' ``after_train``; a failure there (often the
+        same full disk again) is logged in one line, so that ``error`` is what is reported."""
+        # A failed write to log.txt (the same full disk) must not replace ``error`` either.
+        with contextlib.suppress(OSError):
+            if isinstance(error, Exception):
+                message = as_user_error(error)
+                if message is None:
+                    logger.exception("Exception during training:")
+                else:
+                    logger.error(f"Training stopped at iteration {self.iter}: {message}")
+        try:
+            self.after_train()
+        except Exception as later:  # noqa: BLE001 - the first failure is the one reported
+            with contextlib.suppress(OSError):
+                logger.error(f"Ending the training failed too: "
+                             f"{as_user_error(later) or f'{type(later).__name__}: {later}'}")

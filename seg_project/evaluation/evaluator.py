@@ -13,7 +13,9 @@ Changes to Detectron2's ``COCOEvaluator``:
   C++ extension);
 - predictions may carry RLE masks already (``pred_rles``, see
   :class:`seg_project.inference.postprocess.RLEOutputModel`) instead of full-size bitmaps;
-- the ground truth is converted to COCO json afresh for each run (never a stale cached file).
+- the ground truth is converted to COCO json afresh for each run (never a stale cached file);
+- the predictions are written once, to ``coco_instances_results.json`` (atomically), not also
+  pickled into ``instances_predictions.pth``.
 """
 
 import contextlib
@@ -75,6 +77,10 @@ class CellsCOCOEvaluator(COCOEvaluator):
             super().__init__(dataset_name, tasks=("bbox", "segm"), distributed=distributed,
                              output_dir=output_dir, use_fast_impl=False,
                              max_dets_per_image=max_dets_per_image)
+        # Only coco_instances_results.json is written (atomically, see _eval_predictions):
+        # Detectron2 would also torch.save every prediction into instances_predictions.pth,
+        # which nothing reads and which names no file when the disk is full.
+        self._results_dir, self._output_dir = output_dir, None
         self._high_cap = max_dets_per_image
         self._use_fast_coco_eval = use_fast_coco_eval
         self._pathology_score_threshold = pathology_score_threshold
@@ -110,8 +116,8 @@ class CellsCOCOEvaluator(COCOEvaluator):
                        self._metadata.thing_dataset_id_to_contiguous_id.items()}
         for result in results:
             result["category_id"] = to_category[result["category_id"]]
-        if self._output_dir:
-            path = os.path.join(self._output_dir, RESULTS_FILE)
+        if self._results_dir:
+            path = os.path.join(self._results_dir, RESULTS_FILE)
             self._logger.info(f"Saving results to {path}")
             write_text(path, json.dumps(results))
         self._log_capped([p.get("num_detections", len(p["instances"])) for p in predictions])

@@ -11,15 +11,19 @@ folder's name, see :mod:`seg_project.data.reader`).
 
 import contextlib
 import hashlib
+import heapq
 import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..data.instance_map import NO_RULE, OverlapRule
 from ..utils.errors import DatasetError
+from ..utils.paths import require_file
+from .coco import GRADER_MAX_DETS
 from .predictions import evaluate_predictions
 
-__all__ = ["evaluate_results_file", "ground_truth", "load_results_xywh"]
+__all__ = ["check_results_file", "evaluate_results_file", "ground_truth",
+           "load_results_xywh", "read_best_entries"]
 
 
 def ground_truth(source, class_names: Sequence[str],
@@ -58,8 +62,42 @@ def ground_truth(source, class_names: Sequence[str],
     return coco_gt, list(MetadataCatalog.get(name).thing_classes)
 
 
+def check_results_file(path, coco_gt, source, bbox_format: str = "auto") -> str:
+    """Check a results file against the ground truth with the submission checker's rules
+    (:func:`seg_project.submission.check.check_submission`: ids of the ground truth's images,
+    classes 1..K, scores in [0, 1], masks of each image's size as valid RLE, bboxes that fit
+    them), reading it one entry at a time.
+
+    Args:
+        path: the results file (``.json`` or a ``.zip`` holding ``test-results.json``).
+        coco_gt: the ground truth (a pycocotools ``COCO``).
+        source: what the ground truth is, for the messages.
+        bbox_format: "xywh", "xyxy" or "auto" (the layout the masks fit).
+
+    Returns:
+        str: the bbox format of the file's boxes.
+
+    Raises:
+        DatasetError: an unreadable file, or the first problem found (and how many more).
+    """
+    from ..submission.check import check_submission
+
+    sizes = {image_id: (int(info["height"]), int(info["width"]))
+             for image_id, info in coco_gt.imgs.items()}
+    report = check_submission(path, sizes, len(coco_gt.getCatIds()), bbox_format,
+                              sizes_from=f"the ground truth ({source})")
+    if report.errors:
+        more = len(report.errors) - 1
+        raise DatasetError(path, report.errors[0] + (f" (and {more} more problem"
+                                                     f"{'s' if more > 1 else ''})" if more
+                                                     else ""))
+    return report.bbox_format
+
+
 def load_results_xywh(path, bbox_format: str = "auto") -> Tuple[List[Dict], str]:
-    """Result entries of a results file with ``bbox`` as COCO ``[x, y, w, h]``.
+    """Every entry of a results file, with ``bbox`` as COCO ``[x, y, w, h]`` (for a run's own
+    results, e.g. choosing its operating point; :func:`evaluate_results_file` checks a file
+    from elsewhere first and bounds its memory).
 
     Args:
         path: ``test-results.json``, a zip holding it, or ``coco_instances_results.json``.
@@ -83,6 +121,38 @@ def load_results_xywh(path, bbox_format: str = "auto") -> Tuple[List[Dict], str]
     return entries, bbox_format
 
 
+def read_best_entries(path, keep: int) -> Tuple[List[Dict], int]:
+    """The entries of a checked results file that any figure can count, read one at a time:
+    per (image, category) the ``keep`` highest-scoring ones (COCOeval scores no more than its
+    ``maxDets`` of each; among equal scores the earlier entries, as COCOeval's stable sort
+    ranks them). Memory holds at most ``keep`` entries per image and category, whatever the
+    file's size.
+
+    Args:
+        path: a results file that passed :func:`check_results_file`.
+        keep: entries kept per (image_id, category_id).
+
+    Returns:
+        tuple: ``(entries in file order, the number left out)``.
+    """
+    from ..submission.file import JsonListReader, open_submission
+
+    best: Dict[Tuple[int, int], list] = {}
+    left_out = 0
+    with open_submission(path, "results file") as stream:
+        for index, entry in enumerate(JsonListReader(stream, path, "results file")):
+            ranked = best.setdefault((entry["image_id"], entry["category_id"]), [])
+            item = (entry["score"], -index, entry)  # unique (score, -index): dicts never compared
+            if len(ranked) < keep:
+                heapq.heappush(ranked, item)
+            else:
+                heapq.heappushpop(ranked, item)
+                left_out += 1
+    kept = sorted((item for ranked in best.values() for item in ranked),
+                  key=lambda item: -item[1])
+    return [entry for _, _, entry in kept], left_out
+
+
 def evaluate_results_file(results_path, source, class_names: Sequence[str], *,
                           bbox_format: str = "auto", high_cap: int = 1000, fast: bool = True,
                           pathology_threshold: Optional[float] = 0.5,
@@ -92,26 +162,28 @@ def evaluate_results_file(results_path, source, class_names: Sequence[str], *,
     and pathology figures (:func:`seg_project.evaluation.predictions.evaluate_predictions`,
     at ``pathology_threshold`` under ``overlap_rule``).
 
+    The file is first checked against the ground truth (:func:`check_results_file`), then
+    read keeping the best ``max(high_cap, 100)`` entries of each image and category
+    (:func:`read_best_entries`): every COCO figure is exact, memory stays bounded, and the
+    pathology figures see the same entries (a model's file, at most ``high_cap`` detections
+    per image, loses none).
+
     Raises:
-        DatasetError: unreadable files, bad data, or result image ids that are not the
-            dataset's.
+        DatasetError: unreadable files, bad data, or a result entry that breaks the
+            checker's rules (naming the first and how many more).
     """
-    entries, used_format = load_results_xywh(results_path, bbox_format)
+    results_path = require_file(results_path)
     coco_gt, class_names = ground_truth(source, class_names, cache_dir)
-    known = set(coco_gt.getImgIds())
-    unknown = sorted({e["image_id"] for e in entries} - known)
-    if unknown:
-        raise DatasetError(results_path, f"image_id(s) {', '.join(map(str, unknown[:10]))} are "
-                                         f"none of the {len(known)} images of {source}")
-    categories = set(coco_gt.getCatIds())
-    bad = sorted({e["category_id"] for e in entries} - categories)
-    if bad:
-        raise DatasetError(results_path, f"category_id(s) {bad} are not among the dataset's "
-                                         f"1..{len(categories)}")
+    used_format = check_results_file(results_path, coco_gt, source, bbox_format)
+    entries, left_out = read_best_entries(results_path, max(high_cap, GRADER_MAX_DETS))
+    if used_format == "xyxy":
+        entries = [dict(e, bbox=[e["bbox"][0], e["bbox"][1], e["bbox"][2] - e["bbox"][0],
+                                 e["bbox"][3] - e["bbox"][1]]) for e in entries]
     metrics = evaluate_predictions(coco_gt, entries, class_names, high_cap=high_cap, fast=fast,
                                    pathology_threshold=pathology_threshold,
                                    overlap_rule=overlap_rule)
     metrics["input"] = {"class_names": class_names, "results": str(results_path),
                         "ground_truth": str(source), "bbox_format": used_format,
-                        "entries": len(entries), "images": len(known)}
+                        "entries": len(entries) + left_out, "left_out": left_out,
+                        "images": len(coco_gt.getImgIds())}
     return metrics

@@ -35,6 +35,8 @@ __all__ = ["COCO_MAX_DETS", "check_submission"]
 
 # COCOeval's default maxDets: only the best 100 entries of an image are scored.
 COCO_MAX_DETS = 100
+# Where the image ids and sizes come from, as the messages say by default.
+MAPPING_FILE = "the mapping file"
 # Entries checked at a time (memory: one chunk of entries as Python objects).
 _CHUNK_ENTRIES = 20_000
 
@@ -48,8 +50,10 @@ def _image_sizes(mapping) -> Dict[int, Tuple[int, int]]:
 
 
 def _grader_problems(entry: dict, fields: Mapping[str, str], sizes: Mapping,
-                     num_classes: int) -> Tuple[Dict[str, str], Optional[Tuple[int, int]]]:
-    """The grader's rules beyond the format, for the fields whose values passed it.
+                     num_classes: int, sizes_from: str = MAPPING_FILE
+                     ) -> Tuple[Dict[str, str], Optional[Tuple[int, int]]]:
+    """The grader's rules beyond the format, for the fields whose values passed it
+    (``sizes_from``: what the image sizes come from, for the messages).
 
     Returns:
         tuple: the problems by field, and the image's (H, W) if its id is in the mapping.
@@ -59,7 +63,7 @@ def _grader_problems(entry: dict, fields: Mapping[str, str], sizes: Mapping,
     if "image_id" in entry and "image_id" not in fields:
         image_size = sizes.get(entry["image_id"])
         if image_size is None:
-            problems["image_id"] = f"image_id {entry['image_id']} is not in the mapping file"
+            problems["image_id"] = f"image_id {entry['image_id']} is not in {sizes_from}"
     category = entry.get("category_id")
     if "category_id" in entry and "category_id" not in fields and \
             not 1 <= category <= num_classes:
@@ -71,7 +75,7 @@ def _grader_problems(entry: dict, fields: Mapping[str, str], sizes: Mapping,
         size, counts = entry["segmentation"]["size"], entry["segmentation"]["counts"]
         if "size" not in fields and image_size is not None and tuple(size) != image_size:
             problems["size"] = (f"segmentation size {list(size)} differs from the image's size "
-                                f"[{image_size[0]}, {image_size[1]}] in the mapping file")
+                                f"[{image_size[0]}, {image_size[1]}] in {sizes_from}")
         if "counts" not in fields and not isinstance(counts, str):
             problems["counts"] = ("segmentation counts must be a compressed RLE string, got an "
                                   "uncompressed RLE")
@@ -110,9 +114,10 @@ class _Checker:
     """Checks entries a chunk at a time; keeps per entry only what the report needs (problems,
     and the compact boxes of the entries whose bboxes are compared with their masks)."""
 
-    def __init__(self, sizes: Mapping, num_classes: int):
+    def __init__(self, sizes: Mapping, num_classes: int, sizes_from: str = MAPPING_FILE):
         self.sizes = sizes
         self.num_classes = num_classes
+        self.sizes_from = sizes_from
         self.num_entries = 0
         self.problems: Dict[int, List[str]] = {}
         self.labels: Dict[int, str] = {}  # "entry N (image_id ...)" of rows with problems
@@ -171,7 +176,7 @@ class _Checker:
                 for key in entry.keys() - keys:
                     self.extra_keys[key] = self.extra_keys.get(key, 0) + 1
             rules, image_size = _grader_problems(entry, found.fields, self.sizes,
-                                                 self.num_classes)
+                                                 self.num_classes, self.sizes_from)
             if image_size is not None:
                 self.per_image[entry["image_id"]] += 1
                 if "segmentation" in entry and not {"segmentation", "size", "counts"} & (
@@ -239,7 +244,8 @@ def _summary_warnings(checker: _Checker, format_hint: str) -> List[str]:
 
 
 def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: str = "auto",
-                     require_all_images: bool = False) -> SubmissionReport:
+                     require_all_images: bool = False,
+                     sizes_from: str = MAPPING_FILE) -> SubmissionReport:
     """Check a submission the way the grader will read it, without decoding any mask.
 
     A file is read one entry at a time (:class:`.file.JsonListReader`) and checked a chunk of
@@ -255,6 +261,8 @@ def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: st
         bbox_format: ``"xywh"``, ``"xyxy"`` or ``"auto"``: the reading more masks fit, then
             the one whose boxes match the masks' boxes better (mean IoU), then xywh.
         require_all_images: make an image without any entry an error (else a warning).
+        sizes_from: what ``mapping`` is, as the messages name it (e.g. the ground truth an
+            evaluation scores against).
 
     Returns:
         SubmissionReport: errors name the entry index and image id.
@@ -269,7 +277,7 @@ def check_submission(entries_or_path, mapping, num_classes: int, bbox_format: st
     if not is_int(num_classes) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     sizes = _image_sizes(mapping)
-    checker = _Checker(sizes, num_classes)
+    checker = _Checker(sizes, num_classes, sizes_from)
     if isinstance(entries_or_path, (str, os.PathLike)):
         report = SubmissionReport(source=str(entries_or_path))
         with open_submission(entries_or_path) as stream:

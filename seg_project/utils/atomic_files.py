@@ -7,7 +7,8 @@ files get the usual permissions (not ``mkstemp``'s 0600); a replaced file keeps 
 for checkpoints, the conversion cache, submissions, pictures, figures, tables and generated
 datasets. A write that fails (a full disk, no permission) raises an ``OSError`` that names the
 target, not the temporary file, so that the tools' one error line names it
-(:mod:`seg_project.utils.cli`).
+(:mod:`seg_project.utils.cli`); :func:`naming_target` does the same for files written in place
+as they grow (a log, ``metrics.json``).
 
 The many files of one run (e.g. ``tools/predict.py``'s exports) go through
 :class:`OutputStaging`: written into a temporary folder inside the output folder and moved
@@ -27,9 +28,8 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import DatasetError
 
-__all__ = ["OutputStaging", "atomic_write", "atomic_write_many", "prepare_out_dir",
-           "remove_stale_temporaries",
-           "write_bytes", "write_text"]
+__all__ = ["OutputStaging", "atomic_write", "atomic_write_many", "naming_target",
+           "prepare_out_dir", "remove_stale_temporaries", "write_bytes", "write_text"]
 
 Writer = Callable[[str], None]
 # Errors that are always the written file's (shutil.copyfile names its source in them).
@@ -101,6 +101,23 @@ def _naming_target(error: OSError, path: Path, temp: Optional[Path]) -> OSError:
                                                           and str(temp) in names)):
         return error
     return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+
+
+@contextlib.contextmanager
+def naming_target(path) -> Iterator[None]:
+    """Re-raise an ``OSError`` of the block that names no file (as a failed write to an open
+    file raises, e.g. on a full disk) naming ``path``: for files written in place as they
+    grow (a log, ``metrics.json``).
+
+    Args:
+        path: the file the block writes.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
 
 
 def _write_temp(path: Path, write: Writer) -> Path:

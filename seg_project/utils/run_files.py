@@ -14,6 +14,7 @@ __all__ = [
     "INFERENCE_DIR",
     "INTENSITY_RULE_FILE",
     "LAST_CHECKPOINT_FILE",
+    "LOCK_FILE",
     "LOG_FILE",
     "METRICS_FILE",
     "OPERATING_POINT_FILE",
@@ -54,6 +55,9 @@ TTA_INFERENCE_DIR = "inference_TTA"
 RESULTS_FILE = "coco_instances_results.json"
 # The run's HTML report (seg_project.analysis.report).
 REPORT_FILE = "report.html"
+# Held by the run that uses the folder: its pid, host and start time
+# (seg_project.utils.run_lock).
+LOCK_FILE = ".lock"
 
 
 def results_file(run_dir, dataset: str) -> Path:
