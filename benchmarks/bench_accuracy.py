@@ -34,7 +34,8 @@ curves and pictures of one test image (ground truth left, predictions right).
 Run: ``python benchmarks/bench_accuracy.py [--minutes 60] [--variants ...] [--quick]``.
 ``--quick`` is a smoke run (3 iterations per variant on 4 training images, one evaluation on 2
 test images with at most 100 detections, nothing written to ``benchmarks/``). Finished variants
-in ``--work-dir`` are reused unless ``--fresh``.
+in ``--work-dir`` are reused unless ``--fresh``; an interrupted one (it checkpoints at every
+evaluation) is continued from its last checkpoint.
 """
 
 import argparse
@@ -198,12 +199,14 @@ def _opts(overrides: Dict) -> List[str]:
     return flat
 
 
-def _train_net(config: str, overrides: Dict, log_path: Path, extra: Sequence[str] = ()) -> None:
-    """Run tools/train_net.py, its log in ``log_path``; progress lines (ETA) echoed."""
+def _train_net(config: str, overrides: Dict, log_path: Path, extra: Sequence[str] = (),
+               append: bool = False) -> None:
+    """Run tools/train_net.py, its log in ``log_path`` (added to with ``append``); progress
+    lines (ETA) echoed."""
     command = [sys.executable, str(REPO_ROOT / "tools" / "train_net.py"), "--config-file",
                str(REPO_ROOT / config), *extra, *_opts(overrides)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:
@@ -249,13 +252,17 @@ def _seconds_per_iter(log_text: str) -> float:
 
 
 def _train_minutes(log_text: str) -> float:
-    """Training time without the hooks (evaluations, checkpoints), in minutes."""
+    """Training time without the hooks (evaluations, checkpoints), in minutes: the sum over
+    the log's finished segments (a run resumed after an interruption has several; the part of
+    an interrupted segment after its last checkpoint is not counted)."""
     match = re.findall(r"Total training time: (\d+):(\d+):(\d+) \((\d+):(\d+):(\d+) on hooks\)",
                        log_text)
     if not match:
         raise RuntimeError("no 'Total training time' line in the training log")
-    h, m, s, hh, hm, hs = map(int, match[-1])
-    return ((h * 3600 + m * 60 + s) - (hh * 3600 + hm * 60 + hs)) / 60
+    total = 0
+    for h, m, s, hh, hm, hs in (map(int, found) for found in match):
+        total += (h * 3600 + m * 60 + s) - (hh * 3600 + hm * 60 + hs)
+    return total / 60
 
 
 def _inference_seconds(log_text: str) -> Optional[float]:
@@ -353,6 +360,11 @@ def _finished_row(run_dir: Path) -> Optional[Dict]:
     return json.loads(done.read_text()) if done.exists() else None
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether an unfinished run left a checkpoint to continue from."""
+    return any(run_dir.glob("model_[0-9]*.pth")) or (run_dir / f"{FINAL_MODEL}.pth").exists()
+
+
 def calibrate(name: str, args) -> float:
     """Seconds per iteration of a variant, from a short training run on this machine.
 
@@ -393,9 +405,16 @@ def run_trained(name: str, args, num_images: int) -> Dict:
     every = epochs if args.quick else max(1, math.ceil(epochs / args.evaluations))
     print(f"   {iterations} iterations ({sec_per_iter} s/it calibrated) -> {epochs} epochs of "
           f"{per_epoch}, evaluated every {every}", flush=True)
+    # A checkpoint at every evaluation: an interrupted run (a machine that goes away) is
+    # continued from its last one by the next invocation, with --resume.
     train_opts = {**overrides, **data, "SOLVER.EPOCHS": epochs, "TEST.EVAL_EVERY_EPOCHS": every,
-                  "SOLVER.CHECKPOINT_EVERY_EPOCHS": epochs, "OUTPUT_DIR": str(run_dir)}
-    _train_net(config, train_opts, run_dir / "train.log")
+                  "SOLVER.CHECKPOINT_EVERY_EPOCHS": every, "OUTPUT_DIR": str(run_dir)}
+    resume = not args.fresh and _has_checkpoint(run_dir)
+    if resume:
+        print(f"   continuing the interrupted run in {run_dir} from its last checkpoint",
+              flush=True)
+    _train_net(config, train_opts, run_dir / "train.log", extra=["--resume"] if resume else (),
+               append=resume)
     return _finish(name, description, run_dir, (run_dir / "train.log").read_text(), args,
                    {"calibrated s/it": sec_per_iter, "epochs": epochs,
                     "iterations": epochs * per_epoch}, record=True)
