@@ -193,8 +193,18 @@ def test_a_failed_write_names_its_target_not_the_temporary_file(tmp_path, capsys
 # ------------------------------------------------------------------ staged outputs
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for the test: a process started in the background by a
+    non-interactive shell (``cmd &``) begins with SIGINT ignored, and Python then keeps it so."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_staged_outputs_are_moved_together_and_a_ctrl_c_waits_for_the_last(tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch,
+                                                                          ctrl_c_raises):
     out = tmp_path / "out"
     out.mkdir()
     (out / "b.json").write_text("old")
@@ -204,7 +214,9 @@ def test_staged_outputs_are_moved_together_and_a_ctrl_c_waits_for_the_last(tmp_p
 
     def replace_then_ctrl_c(source, target):
         if not moved:
-            os.kill(os.getpid(), signal.SIGINT)  # pressed while the first file is moved
+            # pressed while the first file is moved; raised in this thread (os.kill may hand
+            # it to another of the process's threads, whose handler then runs later)
+            signal.raise_signal(signal.SIGINT)
         real_replace(source, target)
         moved.append(Path(target).name)
 
