@@ -75,11 +75,11 @@ from ..utils.run_files import (
     REPORT_FILE,
     RESULTS_FILE,
 )
+from ..utils.values import config_value
 from .curves import load_run
 from .report_html import Section, page, paragraph
 from .report_run import headline_section, read_environment, read_timing, run_section
 from .report_sections import (
-    config_value,
     curves_section,
     final_metrics_section,
     format_metric,

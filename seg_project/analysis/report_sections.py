@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..utils.run_files import BEST_MODEL, FINAL_MODEL, SPLIT_FILE
-from ..utils.values import is_number
+from ..utils.values import config_value, is_number
 from .curves import RunCurves
 from .report_html import Section, img_tag, paragraph, table
 
@@ -24,7 +24,6 @@ __all__ = [
     "COCO_COLUMNS",
     "PATHOLOGY_COLUMNS",
     "SETTINGS",
-    "config_value",
     "curves_section",
     "final_metrics_section",
     "format_metric",
@@ -176,16 +175,6 @@ def strip_dataset_prefix(evaluation: Dict[str, float], dataset: Optional[str]) -
 
 
 # ----------------------------------------------------------------------- settings
-
-
-def config_value(config: Dict, key: str):
-    """The value at a dotted key of a config dict, or None when absent."""
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _show(value) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Dict, NamedTuple, Optional
 
 from ..utils.errors import DatasetError
 from ..utils.run_files import OPERATING_POINT_FILE
+from ..utils.values import config_value
 
 __all__ = [
     "DEFAULT_SCORE_THRESHOLD",
@@ -112,16 +113,6 @@ def write_operating_point(run_dir, data: Dict[str, Any]) -> Path:
     return write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def _config_value(cfg, key: str):
-    """A dotted key of a config (a Detectron2 CfgNode or a plain dict), or None."""
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _set(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
@@ -146,10 +137,10 @@ def resolve_score_threshold(explicit: Optional[float] = None, cfg=None,
     """
     candidates = [(explicit, flag)]
     if cfg is not None:
-        candidates += [(_config_value(cfg, "TEST.PATHOLOGY.SCORE_THRESHOLD"),
+        candidates += [(config_value(cfg, "TEST.PATHOLOGY.SCORE_THRESHOLD"),
                         "TEST.PATHOLOGY.SCORE_THRESHOLD")]
-        chosen_on = _config_value(cfg, "TEST.OPERATING_POINT.DATASET") or "data"
-        candidates += [(_config_value(cfg, "TEST.OPERATING_POINT.SCORE_THRESHOLD"),
+        chosen_on = config_value(cfg, "TEST.OPERATING_POINT.DATASET") or "data"
+        candidates += [(config_value(cfg, "TEST.OPERATING_POINT.SCORE_THRESHOLD"),
                         f"operating point chosen on {chosen_on}")]
     for value, source in candidates:
         if value is not None and _set(value):

@@ -1,9 +1,10 @@
-"""Type checks of values read from JSON files (metrics, results, submissions): the project's
-one notion of "a number", "a finite number" and "an integer"."""
+"""Values read from JSON and YAML files (metrics, results, submissions, a run's config): the
+project's one notion of "a number", "a finite number" and "an integer", and the value at a
+dotted config key."""
 
 import math
 
-__all__ = ["is_finite_number", "is_int", "is_number"]
+__all__ = ["config_value", "is_finite_number", "is_int", "is_number"]
 
 
 def is_number(value) -> bool:
@@ -34,3 +35,22 @@ def is_int(value) -> bool:
         value: any value.
     """
     return type(value) is int
+
+
+def config_value(config, key: str):
+    """The value at a dotted key (``"TEST.PATHOLOGY.SCORE_THRESHOLD"``) of a config: a plain
+    dict (a run's ``config.yaml`` as read) or a Detectron2 ``CfgNode`` (a dict too).
+
+    Args:
+        config: the config.
+        key: the dotted key.
+
+    Returns:
+        the value, or None when any part of the key is absent.
+    """
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
