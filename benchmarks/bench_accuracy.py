@@ -34,8 +34,8 @@ curves and pictures of one test image (ground truth left, predictions right).
 Run: ``python benchmarks/bench_accuracy.py [--minutes 60] [--variants ...] [--quick]``.
 ``--quick`` is a smoke run (3 iterations per variant on 4 training images, one evaluation on 2
 test images with at most 100 detections, nothing written to ``benchmarks/``). Finished variants
-in ``--work-dir`` are reused unless ``--fresh``; an interrupted one (it checkpoints at every
-evaluation) is continued from its last checkpoint.
+in ``--work-dir`` are reused unless ``--fresh``; an interrupted one (it checkpoints four times
+between evaluations) is continued from its last checkpoint.
 """
 
 import argparse
@@ -405,10 +405,11 @@ def run_trained(name: str, args, num_images: int) -> Dict:
     every = epochs if args.quick else max(1, math.ceil(epochs / args.evaluations))
     print(f"   {iterations} iterations ({sec_per_iter} s/it calibrated) -> {epochs} epochs of "
           f"{per_epoch}, evaluated every {every}", flush=True)
-    # A checkpoint at every evaluation: an interrupted run (a machine that goes away) is
-    # continued from its last one by the next invocation, with --resume.
+    # Four checkpoints between evaluations (the newest 3 kept): an interrupted run (a machine
+    # that goes away) is continued from its last one by the next invocation, with --resume.
     train_opts = {**overrides, **data, "SOLVER.EPOCHS": epochs, "TEST.EVAL_EVERY_EPOCHS": every,
-                  "SOLVER.CHECKPOINT_EVERY_EPOCHS": every, "OUTPUT_DIR": str(run_dir)}
+                  "SOLVER.CHECKPOINT_EVERY_EPOCHS": max(1, math.ceil(every / 4)),
+                  "OUTPUT_DIR": str(run_dir)}
     resume = not args.fresh and _has_checkpoint(run_dir)
     if resume:
         print(f"   continuing the interrupted run in {run_dir} from its last checkpoint",
