@@ -571,7 +571,21 @@ def _as_jpeg(png: Path) -> Path:
     return jpeg
 
 
+# ACCURACY.md text between these markers is written by hand (or by another benchmark, e.g. the
+# issue-20 tables of benchmarks/bench_cells.py) and carried over when the file is rewritten.
+KEPT_START, KEPT_END = "<!-- kept: not written by bench_accuracy -->", "<!-- /kept -->"
+
+
+def kept_sections(path: Path) -> List[str]:
+    """The marked sections of an existing ``path`` (markers included), in order."""
+    if not path.exists():
+        return []
+    return re.findall(re.escape(KEPT_START) + r".*?" + re.escape(KEPT_END), path.read_text(),
+                      flags=re.DOTALL)
+
+
 def write_report(store: Dict, args, path: Path) -> None:
+    kept = kept_sections(path)
     lines = ["# Accuracy on CoNSeP (benchmarks/bench_accuracy.py)", "",
              "Written by `python benchmarks/bench_accuracy.py`; see its docstring for the "
              "method. Train on CoNSeP `train/` (27 images), score on `test/` (14 images): "
@@ -624,6 +638,8 @@ def write_report(store: Dict, args, path: Path) -> None:
                       "", markdown_table(row["cells"], CELL_COLUMNS), ""]
     for picture in store.get("pictures", []):
         lines += [f"![{picture}]({picture})", ""]
+    for section in kept:
+        lines += [section, ""]
     lines += ["## Published anchors", "", markdown_table(PUBLISHED), ""]
     if store.get("notes"):
         lines += ["## Notes", ""]
