@@ -688,8 +688,8 @@ def main(argv=None) -> int:
         recipe.append(recipe_row(args.recipe_run, args))
         recipe.append(run_inference_only("recipe_tiles", RECIPE_TILES[0], recipe[0],
                                          RECIPE_TILES[1], args.work_dir / "recipe_tiles", args))
-    rows.update({row["variant"]: row for row in recipe})
-    print(markdown_table([rows[k] for k in rows], COLUMNS))
+    # (the --recipe-run rows are kept apart: the budget's own "recipe" variant shares the name)
+    print(markdown_table(list(rows.values()) + recipe, COLUMNS))
     print(f"bench_accuracy: {(time.time() - started) / 60:.1f} minutes")
     if args.quick or args.no_report:
         return 0
@@ -701,9 +701,7 @@ def main(argv=None) -> int:
     if "ceiling" not in store or args.fresh:
         store["ceiling"] = ceiling_row(args)
     budget = store["budgets"].setdefault(args.budget_label, {})
-    for name, row in rows.items():
-        if name not in ("recipe", "recipe_tiles"):
-            budget[name] = row
+    budget.update(rows)
     if recipe:
         store["recipe"] = recipe
     if args.note:
