@@ -586,6 +586,10 @@ def kept_sections(path: Path) -> List[str]:
                       flags=re.DOTALL)
 
 
+def _machine_text(machine: Dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in machine.items())
+
+
 def write_report(store: Dict, args, path: Path) -> None:
     kept = kept_sections(path)
     lines = ["# Accuracy on CoNSeP (benchmarks/bench_accuracy.py)", "",
@@ -599,7 +603,7 @@ def write_report(store: Dict, args, path: Path) -> None:
     machine = store.get("machine", {})
     if machine:
         lines += ["Machine (the 10-minute budget, the recipe run and the ceiling): "
-                  + ", ".join(f"{k} {v}" for k, v in machine.items()), ""]
+                  + _machine_text(machine), ""]
     if "ceiling" in store:
         row = store["ceiling"]
         lines += ["**The grader's cap.** The grader counts at most 100 detections per image and "
@@ -613,8 +617,7 @@ def write_report(store: Dict, args, path: Path) -> None:
         lines += [f"## Each lever at a {budget}-minute training budget", ""]
         budget_machine = store.get("machines", {}).get(budget)
         if budget_machine:
-            lines += ["Machine: " + ", ".join(f"{k} {v}" for k, v in budget_machine.items()),
-                      ""]
+            lines += ["Machine: " + _machine_text(budget_machine), ""]
         lines += [markdown_table(_with_gains(rows), COLUMNS + GAINS), ""]
         for note in store.get("budget_notes", {}).get(budget, []):
             lines += [note, ""]
