@@ -533,6 +533,8 @@ def test_native_scale_config_trains_on_crops_and_evaluates_in_tiles(synthetic_ro
     assert cfg.TEST.DETECTIONS_PER_IMAGE >= 2283  # CoNSeP's most crowded image
     assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST >= cfg.TEST.DETECTIONS_PER_IMAGE
     assert cfg.TEST.TILE.SIZE > 0 and cfg.MODEL.WEIGHTS == ""
+    # bfloat16 only where native (issue 21): "auto", never a forced bfloat16 on an AVX2 CPU.
+    assert cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.CPU_DTYPE == "auto"
     sizes = [tifffile.imread(p).shape[:2] for p in synthetic_root.glob("train/*/image.tif")]
     assert min(max(s) for s in sizes) > 48  # every evaluated image needs tiles
     out = tmp_path / "native"
