@@ -113,7 +113,7 @@ TRAINED = {
                  {**RECIPE, "INPUT.STAIN_JITTER.ENABLED": False}),
 }
 # The best measured combination (what configs/mask_rcnn_R_18_FPN_cells_native_scale.yaml is).
-BEST = "bf16_lean"
+BEST = "bf16"
 # Trained variants whose predictions on one test image are drawn for ACCURACY.md.
 PICTURED = ("baseline", "combined", "recipe", BEST)
 # Variants trained for a number of iterations of another variant rather than for the budget:
