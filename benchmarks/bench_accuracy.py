@@ -390,6 +390,11 @@ def calibrate(name: str, args) -> float:
     return _seconds_per_iter(log_path.read_text())
 
 
+def step_seconds(name: str, args) -> float:
+    """The calibrated seconds per iteration of a variant (of the one whose step it shares)."""
+    return calibrate(SAME_STEP.get(name, name), args)
+
+
 def run_trained(name: str, args, num_images: int) -> Dict:
     """Train and evaluate one variant for the budget (or reuse its finished run)."""
     description, config, overrides = TRAINED[name]
@@ -399,13 +404,13 @@ def run_trained(name: str, args, num_images: int) -> Dict:
     if finished:
         print(f"== {name}: reusing {run_dir}", flush=True)
         if not args.quick and finished.get("calibrated s/it") is not None:
-            finished["calibrated s/it"] = calibrate(SAME_STEP.get(name, name), args)
+            finished["calibrated s/it"] = step_seconds(name, args)
         return _with_cells(finished, args, run_dir / BENCH_RUN_FILE)
     print(f"== {name}: {description}", flush=True)
     if args.quick:
         iterations, sec_per_iter = 3, None
     else:
-        sec_per_iter = calibrate(SAME_STEP.get(name, name), args)
+        sec_per_iter = step_seconds(name, args)
         paced_by = calibrate(EQUAL_ITERATIONS[name], args) if name in EQUAL_ITERATIONS \
             else sec_per_iter
         iterations = max(1, int(args.minutes * 60 / paced_by))
@@ -678,7 +683,7 @@ def main(argv=None) -> int:
     if args.calibrate_only:
         for name in args.variants:
             if name in TRAINED:
-                print(f"{name}: {calibrate(SAME_STEP.get(name, name), args):.3f} s/it", flush=True)
+                print(f"{name}: {step_seconds(name, args):.3f} s/it", flush=True)
         return 0
     rows = {}
     for name in args.variants:
