@@ -88,6 +88,7 @@ BF16 = {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.CPU_DTYPE": "auto"}
 # RoI budgets sized to a crop's nuclei (benchmarks/bench_recipe_step.py: the mask head and
 # torchvision's serial roi_align backward scale with the sampled RoIs).
 LEAN_ROIS = {"MODEL.RPN.POST_NMS_TOPK_TRAIN": 500, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 128}
+COPY_PASTE = {"INPUT.COPY_PASTE.ENABLED": True}
 
 # name -> (description, config file, overrides)
 TRAINED = {
@@ -99,14 +100,14 @@ TRAINED = {
     # Levers of the native-scale recipe at a full budget (issue 21).
     "recipe": ("native-scale recipe as it stood (float32)", NATIVE_CONFIG, RECIPE),
     "bf16": ("recipe + bfloat16 autocast (CPU AMP auto)", NATIVE_CONFIG, {**RECIPE, **BF16}),
-    "copy_paste": ("recipe + copy-paste", NATIVE_CONFIG,
-                   {**RECIPE, "INPUT.COPY_PASTE.ENABLED": True}),
+    "copy_paste": ("recipe + copy-paste", NATIVE_CONFIG, {**RECIPE, **COPY_PASTE}),
     "lean_rois": ("recipe + 500 proposals, 128 RoIs per crop", NATIVE_CONFIG,
                   {**RECIPE, **LEAN_ROIS}),
     "bf16_lean": ("recipe + bf16 + lean RoIs (the two speed levers)", NATIVE_CONFIG,
                   {**RECIPE, **BF16, **LEAN_ROIS}),
+    "bf16_cp": ("recipe + bf16 + copy-paste", NATIVE_CONFIG, {**RECIPE, **BF16, **COPY_PASTE}),
     "bf16_lean_cp": ("recipe + bf16 + lean RoIs + copy-paste", NATIVE_CONFIG,
-                     {**RECIPE, **BF16, **LEAN_ROIS, "INPUT.COPY_PASTE.ENABLED": True}),
+                     {**RECIPE, **BF16, **LEAN_ROIS, **COPY_PASTE}),
     "no_rot90": ("recipe without the 8 orientations", NATIVE_CONFIG,
                  {**RECIPE, "INPUT.ROT90.ENABLED": False}),
     "no_stain": ("recipe without stain jitter", NATIVE_CONFIG,
@@ -259,17 +260,25 @@ def _seconds_per_iter(log_text: str) -> float:
 
 
 def _train_minutes(log_text: str) -> float:
-    """Training time without the hooks (evaluations, checkpoints), in minutes: the sum over
-    the log's finished segments (a run resumed after an interruption has several; the part of
-    an interrupted segment after its last checkpoint is not counted)."""
-    match = re.findall(r"Total training time: (\d+):(\d+):(\d+) \((\d+):(\d+):(\d+) on hooks\)",
-                       log_text)
-    if not match:
-        raise RuntimeError("no 'Total training time' line in the training log")
-    total = 0
-    for h, m, s, hh, hm, hs in (map(int, found) for found in match):
-        total += (h * 3600 + m * 60 + s) - (hh * 3600 + hm * 60 + hs)
-    return total / 60
+    """Training time without the hooks (evaluations, checkpoints), in minutes, from the log's
+    progress lines: each training segment (a run continued after an interruption has several)
+    contributes the iterations it kept (up to where the next segment restarted) times its mean
+    seconds per iteration (the ``time:`` Detectron2 prints, an average over the segment). An
+    interrupted segment never prints a total, so the totals alone would miss it."""
+    starts = [(m.start(), int(m[1])) for m in
+              re.finditer(r"Starting training from iteration (\d+)", log_text)]
+    if not starts:
+        raise RuntimeError("no 'Starting training from iteration' line in the training log")
+    seconds = 0.0
+    for k, (offset, first) in enumerate(starts):
+        stop = starts[k + 1][0] if k + 1 < len(starts) else len(log_text)
+        progress = re.findall(r"iter: (\d+) .*? time: ([\d.]+) ", log_text[offset:stop])
+        if not progress:
+            continue
+        last, mean = int(progress[-1][0]), float(progress[-1][1])
+        kept = (starts[k + 1][1] if k + 1 < len(starts) else last + 1) - first
+        seconds += max(0, kept) * mean
+    return seconds / 60
 
 
 def _inference_seconds(log_text: str) -> Optional[float]:
