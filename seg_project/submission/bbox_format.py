@@ -4,7 +4,7 @@ Each bbox is read both ways and compared with the tight box of its mask: a readi
 the mask lies within the bbox (up to a tolerance), the bbox lies within the image and is not
 absurdly larger than the mask. The reading more masks fit wins, then the one whose boxes
 match the masks' boxes better (mean IoU), then COCO's xywh. Result entries are read against
-their masks by :func:`seg_project.submission.entries.fit_bboxes`: the submission checker
+their masks by :func:`seg_project.submission.entries.measure_bboxes`: the submission checker
 reports these fits; the pictures and the evaluation use the verdict.
 """
 

@@ -5,7 +5,7 @@
 1..K, scores in [0, 1], masks of the image's size as compressed RLE strings), then reads every
 RLE's counts once, proving each decodes to exactly ``H * W`` pixels, takes the masks' boxes
 from pycocotools without decoding any mask and compares them with the bboxes
-(:func:`.entries.fit_bboxes`): 100k entries take a few seconds.
+(:func:`.entries.measure_bboxes`): 100k entries take a few seconds.
 """
 
 import itertools

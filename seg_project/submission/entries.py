@@ -15,8 +15,8 @@ This module is the one home of these jobs for the submission checker, the evalua
 pictures: :func:`entry_problems` validates an entry's fields (the checker lists everything it
 finds and adds the grader's own rules; the readers stop at the first problem),
 :func:`load_result_entries` reads a results file and validates every entry, and
-:func:`fit_bboxes` reads the masks' boxes from their RLE counts (without decoding any mask)
-and compares the bboxes with them.
+:func:`measure_bboxes` reads the masks' boxes from their RLE counts (without decoding any
+mask) beside the bboxes, and :func:`detect_bbox_format` tells the bboxes' format from them.
 """
 
 import logging
@@ -28,18 +28,16 @@ import numpy as np
 from ..data.image_io import DatasetError
 from ..data.rle import mask_boxes
 from ..utils.values import is_finite_number, is_int
-from .bbox_format import FormatChoice, choose_bbox_format
+from .bbox_format import choose_bbox_format
 from .file import load_submission
 
 __all__ = [
     "ENTRY_KEYS",
     "RESULT_KEYS",
-    "BoxFit",
     "BoxMeasure",
     "EntryProblems",
     "detect_bbox_format",
     "entry_problems",
-    "fit_bboxes",
     "load_result_entries",
     "measure_bboxes",
 ]
@@ -216,23 +214,6 @@ class BoxMeasure(NamedTuple):
     image_hw: np.ndarray
 
 
-class BoxFit(NamedTuple):
-    """How the bboxes of entries fit their masks (:func:`fit_bboxes`).
-
-    Attributes:
-        mask_problems, empty, rows, given, mask_xywh, image_hw: see :class:`BoxMeasure`.
-        choice: the bbox format chosen; ``choice.codes[i]`` is the fit of ``rows[i]``.
-    """
-
-    mask_problems: Dict[int, str]
-    empty: List[int]
-    rows: List[int]
-    given: np.ndarray
-    mask_xywh: np.ndarray
-    image_hw: np.ndarray
-    choice: FormatChoice
-
-
 def measure_bboxes(entries: Sequence[Mapping], rows: Sequence[int],
                    valid_bboxes: Optional[Container[int]] = None) -> BoxMeasure:
     """Read the masks of some entries for their boxes, without decoding any mask.
@@ -266,35 +247,13 @@ def measure_bboxes(entries: Sequence[Mapping], rows: Sequence[int],
     )
 
 
-def fit_bboxes(entries: Sequence[Mapping], rows: Sequence[int], requested: str = "auto",
-               valid_bboxes: Optional[Container[int]] = None) -> BoxFit:
-    """Read the masks of some entries for their boxes, and compare their bboxes with them.
-
-    The boxes come from :func:`measure_bboxes`; the bboxes of the readable non-empty masks
-    are read both ways and the format is chosen by
-    :func:`seg_project.submission.bbox_format.choose_bbox_format`.
-
-    Args:
-        entries: result entries.
-        rows: the entries whose ``segmentation`` is a compressed RLE (counts a string) of a
-            valid size, to read.
-        requested: ``"auto"``, ``"xywh"`` or ``"xyxy"``.
-        valid_bboxes: the rows known to have a valid bbox (default: checked here).
-
-    Returns:
-        BoxFit: the unreadable and the empty masks, and the fit of the others' bboxes.
-    """
-    measure = measure_bboxes(entries, rows, valid_bboxes)
-    return BoxFit(*measure, choice=choose_bbox_format(measure.given, measure.mask_xywh,
-                                                      measure.image_hw, requested))
-
-
 def detect_bbox_format(entries: Sequence[Mapping]) -> str:
     """Tell whether the entries' ``bbox`` is ``[x, y, w, h]`` (COCO) or ``[x1, y1, x2, y2]``.
 
     Each box is read both ways and compared with the bounding box of its entry's mask, as the
-    submission checker does (:func:`fit_bboxes`): the reading more masks fit wins, then the
-    one matching them better. Without a readable non-empty mask nothing tells them apart:
+    submission checker does (:func:`measure_bboxes`, then
+    :func:`seg_project.submission.bbox_format.choose_bbox_format`): the reading more masks fit
+    wins, then the one matching them better. Without a readable non-empty mask nothing tells them apart:
     XYWH (the COCO format) is assumed, with a warning unless a box whose third or fourth value
     is below the first or second shows it is XYWH.
 
@@ -309,9 +268,10 @@ def detect_bbox_format(entries: Sequence[Mapping]) -> str:
                   and isinstance(entry.get("segmentation"), dict)
                   and not _segmentation_problems(entry["segmentation"])
                   and isinstance(entry["segmentation"]["counts"], str)]
-    fit = fit_bboxes(entries, with_masks)
-    if fit.rows:
-        return fit.choice.bbox_format
+    measure = measure_bboxes(entries, with_masks)
+    if measure.rows:
+        return choose_bbox_format(measure.given, measure.mask_xywh,
+                                  measure.image_hw).bbox_format
     boxes = np.asarray([entry["bbox"] for entry in entries if isinstance(entry, dict)
                         and _bbox_problem(entry.get("bbox")) is None],
                        np.float64).reshape(-1, 4)
