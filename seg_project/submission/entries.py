@@ -253,9 +253,9 @@ def detect_bbox_format(entries: Sequence[Mapping]) -> str:
     Each box is read both ways and compared with the bounding box of its entry's mask, as the
     submission checker does (:func:`measure_bboxes`, then
     :func:`seg_project.submission.bbox_format.choose_bbox_format`): the reading more masks fit
-    wins, then the one matching them better. Without a readable non-empty mask nothing tells them apart:
-    XYWH (the COCO format) is assumed, with a warning unless a box whose third or fourth value
-    is below the first or second shows it is XYWH.
+    wins, then the one matching them better. Without a readable non-empty mask nothing tells
+    them apart: XYWH (the COCO format) is assumed, with a warning unless a box whose third or
+    fourth value is below the first or second shows it is XYWH.
 
     Args:
         entries: result entries (checked or not: those without a valid bbox or a compressed
