@@ -733,7 +733,8 @@ def main(argv=None) -> int:
     out_dir = REPO_ROOT / "benchmarks" / "accuracy"
     out_dir.mkdir(exist_ok=True)
     # Pictures of this budget's baseline, combined, recipe and best rows, from their saved
-    # predictions; pictures of other budgets (or of runs whose folders are gone) are kept.
+    # predictions; pictures of other budgets (or of runs whose folders are gone) are kept, and
+    # every picture keeps its place in the report (a redrawn one is not moved to the end).
     picture_rows = [{**r, "picture": f"{r['variant']}_{args.budget_label}min"}
                     for r in budget.values() if r["variant"] in PICTURED]
     picture_rows += [{**r, "picture": r["variant"]} for r in store.get("recipe", [])[:1]]
@@ -742,9 +743,8 @@ def main(argv=None) -> int:
                                    if p.is_dir())[0]
     new = [str(p.relative_to(REPO_ROOT / "benchmarks"))
            for p in _pictures(picture_rows, args, out_dir, image)]
-    kept = [p for p in store.get("pictures", [])
-            if p not in new and (REPO_ROOT / "benchmarks" / p).exists()]
-    store["pictures"] = kept + new
+    kept = [p for p in store.get("pictures", []) if (REPO_ROOT / "benchmarks" / p).exists()]
+    store["pictures"] = kept + [p for p in new if p not in kept]
     store_path.write_text(json.dumps(store, indent=1))
     write_report(store, args, REPO_ROOT / "benchmarks" / "ACCURACY.md")
     print(f"wrote {store_path} and benchmarks/ACCURACY.md")
